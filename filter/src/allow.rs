@@ -49,11 +49,17 @@ impl FromStr for Cidr {
         let cidr = match ip {
             IpAddr::V4(v4) => {
                 let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-                Cidr::V4 { net: u32::from(v4), mask }
+                Cidr::V4 {
+                    net: u32::from(v4),
+                    mask,
+                }
             }
             IpAddr::V6(v6) => {
                 let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
-                Cidr::V6 { net: u128::from(v6), mask }
+                Cidr::V6 {
+                    net: u128::from(v6),
+                    mask,
+                }
             }
         };
         let host_bits = match cidr {
@@ -132,12 +138,13 @@ impl Allowlist {
 
 /// The real client address.
 ///
-/// `peer` is Envoy's downstream address (the TCP peer, with `use_remote_address: true`), and
-/// `xff` the `x-forwarded-for` values in order. With `trusted_hops == 0` the peer is the client.
-/// With N trusted proxies the client is the address the outermost trusted proxy recorded: the
-/// N-th entry from the right once Envoy's own appended entry (the peer) is set aside. Entries
-/// further left were written by the client and are never used, so a spoofed header cannot
-/// widen access.
+/// `peer` is Envoy's `source.address` and `xff` the `x-forwarded-for` values in order. With
+/// `trusted_hops == 0` the peer is the client. Otherwise the header is read the way it was
+/// built: Envoy (with `use_remote_address: true`) appended its direct TCP peer as the last
+/// entry, and before that each of the N trusted proxies appended the address it saw; the
+/// client is the N-th entry left of Envoy's. Entries further left were written by the client
+/// and are never used, so a spoofed header cannot widen access. This does not depend on the
+/// listener's own `xff_num_trusted_hops` (which rewrites `source.address`).
 pub fn client_address<'a>(
     peer: Option<IpAddr>,
     xff: impl Iterator<Item = &'a str>,
@@ -146,22 +153,19 @@ pub fn client_address<'a>(
     if trusted_hops == 0 {
         return peer;
     }
-    let mut entries: Vec<&str> = xff
+    let entries: Vec<&str> = xff
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .collect();
-    if let (Some(last), Some(peer)) = (entries.last(), peer) {
-        if parse_addr(last) == Some(peer) {
-            entries.pop();
-        }
-    }
-    let hops = usize::from(trusted_hops);
-    match entries.len().checked_sub(hops) {
-        Some(i) => parse_addr(entries[i]),
-        // Fewer entries than trusted proxies: all of them were written by trusted proxies,
-        // and the leftmost is the closest we know to the client.
-        None => entries.first().map_or(peer, |e| parse_addr(e)),
+    let Some((direct, recorded)) = entries.split_last() else {
+        return peer;
+    };
+    match recorded.len().checked_sub(usize::from(trusted_hops)) {
+        Some(i) => parse_addr(recorded[i]),
+        // Fewer proxies than configured: every recorded entry was written by a trusted proxy,
+        // and the leftmost is the closest we know to the client; none means a direct call.
+        None => parse_addr(recorded.first().unwrap_or(direct)),
     }
 }
 
@@ -208,8 +212,14 @@ mod tests {
             "10.0.0.1/8".parse::<Cidr>().unwrap_err(),
             "`10.0.0.1/8` has host bits set; the network is 10.0.0.0/8"
         );
-        assert!("10.0.0.0/33".parse::<Cidr>().unwrap_err().contains("0 to 32"));
-        assert!("nope/8".parse::<Cidr>().unwrap_err().contains("not an IPv4"));
+        assert!("10.0.0.0/33"
+            .parse::<Cidr>()
+            .unwrap_err()
+            .contains("0 to 32"));
+        assert!("nope/8"
+            .parse::<Cidr>()
+            .unwrap_err()
+            .contains("not an IPv4"));
         assert!("::/129".parse::<Cidr>().is_err());
     }
 
@@ -221,25 +231,49 @@ mod tests {
         assert!(l.allows(Some(ip("127.0.0.9"))));
         assert!(!l.allows(Some(ip("128.0.0.1"))));
         assert!(!l.allows(None));
-        assert_eq!(Allowlist::parse(&["1.1.1.1".into(), "x".into()]).unwrap_err().0, 1);
+        assert_eq!(
+            Allowlist::parse(&["1.1.1.1".into(), "x".into()])
+                .unwrap_err()
+                .0,
+            1
+        );
     }
 
     #[test]
     fn client_address_ignores_spoofed_entries() {
         let peer = Some(ip("10.0.0.5")); // the load balancer
-        // No trusted hops: the peer, whatever the header says.
+                                         // No trusted hops: the peer, whatever the header says.
         assert_eq!(client_address(peer, ["6.6.6.6"].into_iter(), 0), peer);
+        // Envoy's source.address may already be rewritten: only the header counts.
+        let rewritten = Some(ip("203.0.113.9"));
+        assert_eq!(
+            client_address(rewritten, ["6.6.6.6, 203.0.113.9, 10.0.0.5"].into_iter(), 2),
+            Some(ip("6.6.6.6"))
+        );
         // One trusted LB: it appended the client; Envoy appended the LB (the peer).
         let xff = ["6.6.6.6, 203.0.113.9, 10.0.0.5"];
-        assert_eq!(client_address(peer, xff.into_iter(), 1), Some(ip("203.0.113.9")));
+        assert_eq!(
+            client_address(peer, xff.into_iter(), 1),
+            Some(ip("203.0.113.9"))
+        );
         // Two trusted proxies, split across two headers.
         let xff = ["6.6.6.6, 203.0.113.9", "10.0.0.4, 10.0.0.5"];
-        assert_eq!(client_address(peer, xff.into_iter(), 2), Some(ip("203.0.113.9")));
+        assert_eq!(
+            client_address(peer, xff.into_iter(), 2),
+            Some(ip("203.0.113.9"))
+        );
         // Fewer entries than hops: the leftmost one a trusted proxy wrote.
-        assert_eq!(client_address(peer, ["203.0.113.9"].into_iter(), 3), Some(ip("203.0.113.9")));
+        assert_eq!(
+            client_address(peer, ["203.0.113.9, 10.0.0.5"].into_iter(), 3),
+            Some(ip("203.0.113.9"))
+        );
+        assert_eq!(client_address(peer, ["10.0.0.5"].into_iter(), 1), peer);
         assert_eq!(client_address(peer, std::iter::empty(), 1), peer);
         // Garbage is unknown, never the peer.
-        assert_eq!(client_address(peer, ["junk, 10.0.0.5"].into_iter(), 1), None);
+        assert_eq!(
+            client_address(peer, ["junk, 10.0.0.5"].into_iter(), 1),
+            None
+        );
         assert_eq!(parse_peer("[::1]:4000"), Some(ip("::1")));
         assert_eq!(parse_peer("127.0.0.1:80"), Some(ip("127.0.0.1")));
     }

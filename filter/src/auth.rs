@@ -63,7 +63,10 @@ impl Authenticator {
                 keys,
             } => {
                 if keys.is_empty() {
-                    return Err(ConfigError::new(format!("{field}.keys"), "at least one key is required"));
+                    return Err(ConfigError::new(
+                        format!("{field}.keys"),
+                        "at least one key is required",
+                    ));
                 }
                 if let Some(i) = keys.iter().position(|k| k.expose().len() < 16) {
                     return Err(ConfigError::new(
@@ -74,14 +77,23 @@ impl Authenticator {
                 Ok(Authenticator::ApiKey {
                     header: header.to_ascii_lowercase(),
                     prefix: prefix.clone(),
-                    keys: keys.iter().map(|k| k.expose().as_bytes().to_vec()).collect(),
+                    keys: keys
+                        .iter()
+                        .map(|k| k.expose().as_bytes().to_vec())
+                        .collect(),
                 })
             }
             AuthConfig::Basic { users } => {
                 if users.is_empty() {
-                    return Err(ConfigError::new(format!("{field}.users"), "at least one user is required"));
+                    return Err(ConfigError::new(
+                        format!("{field}.users"),
+                        "at least one user is required",
+                    ));
                 }
-                if let Some(i) = users.iter().position(|u| u.username.contains(':') || u.username.is_empty()) {
+                if let Some(i) = users
+                    .iter()
+                    .position(|u| u.username.contains(':') || u.username.is_empty())
+                {
                     return Err(ConfigError::new(
                         format!("{field}.users[{i}].username"),
                         "must be non-empty and must not contain `:`",
@@ -90,7 +102,12 @@ impl Authenticator {
                 Ok(Authenticator::Basic {
                     users: users
                         .iter()
-                        .map(|u| (u.username.as_bytes().to_vec(), u.password.expose().as_bytes().to_vec()))
+                        .map(|u| {
+                            (
+                                u.username.as_bytes().to_vec(),
+                                u.password.expose().as_bytes().to_vec(),
+                            )
+                        })
                         .collect(),
                 })
             }
@@ -109,20 +126,30 @@ impl Authenticator {
 
     pub(crate) fn check(&self, headers: &Headers, now: i64) -> Result<(), AuthError> {
         match self {
-            Authenticator::ApiKey { header, prefix, keys } => {
-                let value = headers.unique(header)?.ok_or_else(|| AuthError::Missing(header.clone()))?;
+            Authenticator::ApiKey {
+                header,
+                prefix,
+                keys,
+            } => {
+                let value = headers
+                    .unique(header)?
+                    .ok_or_else(|| AuthError::Missing(header.clone()))?;
                 let key = value
                     .strip_prefix(prefix.as_str())
-                    .ok_or(AuthError::Malformed("the key does not start with the configured prefix"))?;
+                    .ok_or(AuthError::Malformed(
+                        "the key does not start with the configured prefix",
+                    ))?;
                 // Compare against every key so timing does not reveal which one is close.
                 let matched = keys.iter().fold(false, |m, k| ct_eq(k, key.as_bytes()) | m);
                 matched.then_some(()).ok_or(AuthError::Rejected)
             }
             Authenticator::Basic { users } => {
                 let value = authorization(headers)?;
-                let encoded = strip_scheme(value, "basic")
-                    .ok_or(AuthError::Malformed("expected `Authorization: Basic <base64>`"))?;
-                let decoded = decode_base64(encoded).ok_or(AuthError::Malformed("Basic credentials are not base64"))?;
+                let encoded = strip_scheme(value, "basic").ok_or(AuthError::Malformed(
+                    "expected `Authorization: Basic <base64>`",
+                ))?;
+                let decoded = decode_base64(encoded)
+                    .ok_or(AuthError::Malformed("Basic credentials are not base64"))?;
                 let colon = decoded
                     .iter()
                     .position(|b| *b == b':')
@@ -134,8 +161,9 @@ impl Authenticator {
                 matched.then_some(()).ok_or(AuthError::Rejected)
             }
             Authenticator::Jwt(j) => {
-                let token = strip_scheme(authorization(headers)?, "bearer")
-                    .ok_or(AuthError::Malformed("expected `Authorization: Bearer <token>`"))?;
+                let token = strip_scheme(authorization(headers)?, "bearer").ok_or(
+                    AuthError::Malformed("expected `Authorization: Bearer <token>`"),
+                )?;
                 j.check(token, now)
             }
         }
@@ -154,7 +182,7 @@ fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
 }
 
 enum JwtKey {
-    Hs256(HmacKey),
+    Hs256(Box<HmacKey>),
     Rs256(Box<rsa::pkcs1v15::VerifyingKey<sha2::Sha256>>),
     Es256(p256::ecdsa::VerifyingKey),
 }
@@ -171,8 +199,9 @@ impl JwtKey {
     fn verify(&self, input: &[u8], sig: &[u8]) -> bool {
         match self {
             JwtKey::Hs256(k) => k.mac(&[input]).matches(sig),
-            JwtKey::Rs256(k) => rsa::pkcs1v15::Signature::try_from(sig)
-                .is_ok_and(|s| k.verify(input, &s).is_ok()),
+            JwtKey::Rs256(k) => {
+                rsa::pkcs1v15::Signature::try_from(sig).is_ok_and(|s| k.verify(input, &s).is_ok())
+            }
             JwtKey::Es256(k) => {
                 p256::ecdsa::Signature::from_slice(sig).is_ok_and(|s| k.verify(input, &s).is_ok())
             }
@@ -252,22 +281,38 @@ impl Jwt {
                             "HS256 secrets must be at least 32 characters",
                         ));
                     }
-                    JwtKey::Hs256(HmacKey::sha256(s.expose().as_bytes()))
+                    JwtKey::Hs256(Box::new(HmacKey::sha256(s.expose().as_bytes())))
                 }
                 (JwtAlgorithm::RS256, None, Some(pem)) => JwtKey::Rs256(Box::new(
                     rsa::RsaPublicKey::from_public_key_pem(pem)
                         .map(rsa::pkcs1v15::VerifyingKey::new)
-                        .map_err(|_| ConfigError::new(format!("{f}.public_key_pem"), "not an RSA public key in PEM"))?,
+                        .map_err(|_| {
+                            ConfigError::new(
+                                format!("{f}.public_key_pem"),
+                                "not an RSA public key in PEM",
+                            )
+                        })?,
                 )),
                 (JwtAlgorithm::ES256, None, Some(pem)) => JwtKey::Es256(
                     p256::ecdsa::VerifyingKey::from_public_key_pem(pem).map_err(|_| {
-                        ConfigError::new(format!("{f}.public_key_pem"), "not a P-256 public key in PEM")
+                        ConfigError::new(
+                            format!("{f}.public_key_pem"),
+                            "not a P-256 public key in PEM",
+                        )
                     })?,
                 ),
                 (JwtAlgorithm::HS256, _, _) => {
-                    return Err(ConfigError::new(f, "HS256 takes `secret` and no `public_key_pem`"))
+                    return Err(ConfigError::new(
+                        f,
+                        "HS256 takes `secret` and no `public_key_pem`",
+                    ))
                 }
-                _ => return Err(ConfigError::new(f, "RS256/ES256 take `public_key_pem` and no `secret`")),
+                _ => {
+                    return Err(ConfigError::new(
+                        f,
+                        "RS256/ES256 take `public_key_pem` and no `secret`",
+                    ))
+                }
             };
             keys.push((k.kid.clone(), key));
         }
@@ -279,7 +324,8 @@ impl Jwt {
                 if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
                     continue;
                 }
-                let key = jwk_key(jwk).map_err(|m| ConfigError::new(format!("{f}.keys[{i}]"), m))?;
+                let key =
+                    jwk_key(jwk).map_err(|m| ConfigError::new(format!("{f}.keys[{i}]"), m))?;
                 if let Some(key) = key {
                     keys.push((jwk.kid.clone(), key));
                 }
@@ -301,7 +347,9 @@ impl Jwt {
 
     fn check(&self, token: &str, now: i64) -> Result<(), AuthError> {
         let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(AuthError::Malformed("a JWT has three dot-separated parts"));
         };
         let header: JoseHeader = decode_base64url(h)
@@ -313,12 +361,15 @@ impl Jwt {
             "ES256" => JwtAlgorithm::ES256,
             _ => return Err(AuthError::Token("algorithm not allowed")),
         };
-        let sig = decode_base64url(s).ok_or(AuthError::Malformed("JWT signature is not base64url"))?;
+        let sig =
+            decode_base64url(s).ok_or(AuthError::Malformed("JWT signature is not base64url"))?;
         let input = &token.as_bytes()[..h.len() + 1 + p.len()];
         let mut candidates = self
             .keys
             .iter()
-            .filter(|(kid, k)| k.alg() == alg && (kid.is_none() || header.kid.is_none() || *kid == header.kid))
+            .filter(|(kid, k)| {
+                k.alg() == alg && (kid.is_none() || header.kid.is_none() || *kid == header.kid)
+            })
             .peekable();
         if candidates.peek().is_none() {
             return Err(AuthError::Token("no key for this algorithm and kid"));
@@ -333,7 +384,10 @@ impl Jwt {
         if (now as f64) > exp + self.leeway as f64 {
             return Err(AuthError::Token("expired"));
         }
-        if claims.nbf.is_some_and(|nbf| (now as f64) + (self.leeway as f64) < nbf) {
+        if claims
+            .nbf
+            .is_some_and(|nbf| (now as f64) + (self.leeway as f64) < nbf)
+        {
             return Err(AuthError::Token("not yet valid (nbf)"));
         }
         if let Some(iss) = &self.issuer {
@@ -367,19 +421,27 @@ fn jwk_key(jwk: &Jwk) -> Result<Option<JwtKey>, String> {
             let n = rsa::BigUint::from_bytes_be(&b64("n", &jwk.n)?);
             let e = rsa::BigUint::from_bytes_be(&b64("e", &jwk.e)?);
             let pk = rsa::RsaPublicKey::new(n, e).map_err(|e| format!("invalid RSA key: {e}"))?;
-            Ok(Some(JwtKey::Rs256(Box::new(rsa::pkcs1v15::VerifyingKey::new(pk)))))
+            Ok(Some(JwtKey::Rs256(Box::new(
+                rsa::pkcs1v15::VerifyingKey::new(pk),
+            ))))
         }
         "EC" if jwk.crv.as_deref() == Some("P-256") => {
             let (x, y) = (b64("x", &jwk.x)?, b64("y", &jwk.y)?);
             if x.len() != 32 || y.len() != 32 {
                 return Err("P-256 coordinates must be 32 bytes".into());
             }
-            let point = p256::EncodedPoint::from_affine_coordinates(x.as_slice().into(), y.as_slice().into(), false);
+            let point = p256::EncodedPoint::from_affine_coordinates(
+                x.as_slice().into(),
+                y.as_slice().into(),
+                false,
+            );
             p256::ecdsa::VerifyingKey::from_encoded_point(&point)
                 .map(|k| Some(JwtKey::Es256(k)))
                 .map_err(|_| "not a point on P-256".into())
         }
-        "oct" => Ok(Some(JwtKey::Hs256(HmacKey::sha256(&b64("k", &jwk.k)?)))),
+        "oct" => Ok(Some(JwtKey::Hs256(Box::new(HmacKey::sha256(&b64(
+            "k", &jwk.k,
+        )?))))),
         _ => Ok(None),
     }
 }
@@ -402,7 +464,12 @@ mod tests {
     const NOW: i64 = 1_700_000_000;
 
     fn h(pairs: &[(&str, &str)]) -> Headers {
-        Headers::new(pairs.iter().map(|(a, b)| ((*a).into(), (*b).into())).collect())
+        Headers::new(
+            pairs
+                .iter()
+                .map(|(a, b)| ((*a).into(), (*b).into()))
+                .collect(),
+        )
     }
 
     fn token(alg: &str, kid: Option<&str>, claims: serde_json::Value) -> String {
@@ -416,10 +483,15 @@ mod tests {
             URL_SAFE_NO_PAD.encode(claims.to_string())
         );
         let sig = match alg {
-            "HS256" => HmacKey::sha256(HS.as_bytes()).mac(&[input.as_bytes()]).as_bytes().to_vec(),
+            "HS256" => HmacKey::sha256(HS.as_bytes())
+                .mac(&[input.as_bytes()])
+                .as_bytes()
+                .to_vec(),
             "RS256" => {
                 let k = rsa::RsaPrivateKey::from_pkcs8_pem(RSA_PRIVATE).unwrap();
-                rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(k).sign(input.as_bytes()).to_vec()
+                rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(k)
+                    .sign(input.as_bytes())
+                    .to_vec()
             }
             "ES256" => {
                 let k = p256::ecdsa::SigningKey::from_pkcs8_pem(EC_PRIVATE).unwrap();
@@ -442,9 +514,24 @@ mod tests {
     fn base() -> JwtConfig {
         JwtConfig {
             keys: vec![
-                JwtKeyConfig { kid: None, alg: JwtAlgorithm::HS256, secret: Some(Secret(HS.into())), public_key_pem: None },
-                JwtKeyConfig { kid: Some("r1".into()), alg: JwtAlgorithm::RS256, secret: None, public_key_pem: Some(RSA_PUBLIC.into()) },
-                JwtKeyConfig { kid: None, alg: JwtAlgorithm::ES256, secret: None, public_key_pem: Some(EC_PUBLIC.into()) },
+                JwtKeyConfig {
+                    kid: None,
+                    alg: JwtAlgorithm::HS256,
+                    secret: Some(Secret(HS.into())),
+                    public_key_pem: None,
+                },
+                JwtKeyConfig {
+                    kid: Some("r1".into()),
+                    alg: JwtAlgorithm::RS256,
+                    secret: None,
+                    public_key_pem: Some(RSA_PUBLIC.into()),
+                },
+                JwtKeyConfig {
+                    kid: None,
+                    alg: JwtAlgorithm::ES256,
+                    secret: None,
+                    public_key_pem: Some(EC_PUBLIC.into()),
+                },
             ],
             jwks: None,
             issuer: Some("https://issuer.example".into()),
@@ -461,27 +548,76 @@ mod tests {
     fn jwt_algorithms_and_claims() {
         let a = jwt(base());
         for alg in ["HS256", "RS256", "ES256"] {
-            a.check(&bearer(&token(alg, None, claims())), NOW).unwrap_or_else(|e| panic!("{alg}: {e}"));
+            a.check(&bearer(&token(alg, None, claims())), NOW)
+                .unwrap_or_else(|e| panic!("{alg}: {e}"));
         }
-        a.check(&bearer(&token("RS256", Some("r1"), claims())), NOW).unwrap();
+        a.check(&bearer(&token("RS256", Some("r1"), claims())), NOW)
+            .unwrap();
         let refused = |t: String, why: &str| {
-            assert_eq!(a.check(&bearer(&t), NOW).unwrap_err().to_string(), format!("token refused: {why}"));
+            assert_eq!(
+                a.check(&bearer(&t), NOW).unwrap_err().to_string(),
+                format!("token refused: {why}")
+            );
         };
-        refused(token("RS256", Some("other"), claims()), "no key for this algorithm and kid");
+        refused(
+            token("RS256", Some("other"), claims()),
+            "no key for this algorithm and kid",
+        );
         refused(token("none", None, claims()), "algorithm not allowed");
-        refused(token("HS256", None, serde_json::json!({"exp": NOW - 61, "iss": "https://issuer.example", "aud": "hookmesh"})), "expired");
-        refused(token("HS256", None, serde_json::json!({"iss": "https://issuer.example", "aud": "hookmesh"})), "no exp claim");
-        refused(token("HS256", None, serde_json::json!({"exp": NOW + 100, "nbf": NOW + 61, "iss": "https://issuer.example", "aud": "hookmesh"})), "not yet valid (nbf)");
-        refused(token("HS256", None, serde_json::json!({"exp": NOW + 100, "iss": "https://evil", "aud": "hookmesh"})), "wrong issuer");
-        refused(token("HS256", None, serde_json::json!({"exp": NOW + 100, "iss": "https://issuer.example", "aud": "x"})), "wrong audience");
+        refused(
+            token(
+                "HS256",
+                None,
+                serde_json::json!({"exp": NOW - 61, "iss": "https://issuer.example", "aud": "hookmesh"}),
+            ),
+            "expired",
+        );
+        refused(
+            token(
+                "HS256",
+                None,
+                serde_json::json!({"iss": "https://issuer.example", "aud": "hookmesh"}),
+            ),
+            "no exp claim",
+        );
+        refused(
+            token(
+                "HS256",
+                None,
+                serde_json::json!({"exp": NOW + 100, "nbf": NOW + 61, "iss": "https://issuer.example", "aud": "hookmesh"}),
+            ),
+            "not yet valid (nbf)",
+        );
+        refused(
+            token(
+                "HS256",
+                None,
+                serde_json::json!({"exp": NOW + 100, "iss": "https://evil", "aud": "hookmesh"}),
+            ),
+            "wrong issuer",
+        );
+        refused(
+            token(
+                "HS256",
+                None,
+                serde_json::json!({"exp": NOW + 100, "iss": "https://issuer.example", "aud": "x"}),
+            ),
+            "wrong audience",
+        );
         // Any altered byte of the claims breaks the signature.
         let t = token("ES256", None, claims());
         let mut parts: Vec<&str> = t.split('.').collect();
         let forged = URL_SAFE_NO_PAD.encode(serde_json::json!({"iss": "https://issuer.example", "aud": "hookmesh", "exp": NOW + 99999}).to_string());
         parts[1] = &forged;
         refused(parts.join("."), "bad signature");
-        assert_eq!(a.check(&bearer("a.b"), NOW).unwrap_err().code(), "malformed_credentials");
-        assert_eq!(a.check(&h(&[]), NOW).unwrap_err(), AuthError::Missing("authorization".into()));
+        assert_eq!(
+            a.check(&bearer("a.b"), NOW).unwrap_err().code(),
+            "malformed_credentials"
+        );
+        assert_eq!(
+            a.check(&h(&[]), NOW).unwrap_err(),
+            AuthError::Missing("authorization".into())
+        );
     }
 
     #[test]
@@ -499,34 +635,93 @@ mod tests {
         cfg.keys.clear();
         cfg.jwks = Some(jwks.to_string());
         let a = jwt(cfg.clone());
-        a.check(&bearer(&token("RS256", Some("r1"), claims())), NOW).unwrap();
-        a.check(&bearer(&token("ES256", None, claims())), NOW).unwrap();
-        assert!(a.check(&bearer(&token("HS256", None, claims())), NOW).is_err());
-        cfg.jwks = Some("{\"keys\": [{\"kty\": \"EC\", \"crv\": \"P-256\", \"x\": \"AA\", \"y\": \"AA\"}]}".into());
-        assert_eq!(Authenticator::new(&AuthConfig::Jwt(cfg), "auth").err().unwrap().field, "auth.jwks.keys[0]");
+        a.check(&bearer(&token("RS256", Some("r1"), claims())), NOW)
+            .unwrap();
+        a.check(&bearer(&token("ES256", None, claims())), NOW)
+            .unwrap();
+        assert!(a
+            .check(&bearer(&token("HS256", None, claims())), NOW)
+            .is_err());
+        cfg.jwks = Some(
+            "{\"keys\": [{\"kty\": \"EC\", \"crv\": \"P-256\", \"x\": \"AA\", \"y\": \"AA\"}]}"
+                .into(),
+        );
+        assert_eq!(
+            Authenticator::new(&AuthConfig::Jwt(cfg), "auth")
+                .err()
+                .unwrap()
+                .field,
+            "auth.jwks.keys[0]"
+        );
     }
 
     #[test]
     fn api_key_and_basic() {
         let a = Authenticator::new(
-            &AuthConfig::ApiKey { header: "X-Api-Key".into(), prefix: "Key ".into(), keys: vec![Secret("k-0123456789abcdef".into())] },
+            &AuthConfig::ApiKey {
+                header: "X-Api-Key".into(),
+                prefix: "Key ".into(),
+                keys: vec![Secret("k-0123456789abcdef".into())],
+            },
             "auth",
         )
         .unwrap();
-        a.check(&h(&[("x-api-key", "Key k-0123456789abcdef")]), 0).unwrap();
-        assert_eq!(a.check(&h(&[("x-api-key", "Key k-0123456789abcdeX")]), 0), Err(AuthError::Rejected));
-        assert_eq!(a.check(&h(&[("x-api-key", "k-0123456789abcdef")]), 0).unwrap_err().code(), "malformed_credentials");
+        a.check(&h(&[("x-api-key", "Key k-0123456789abcdef")]), 0)
+            .unwrap();
         assert_eq!(
-            a.check(&h(&[("x-api-key", "Key k-0123456789abcdef"), ("x-api-key", "Key other")]), 0).unwrap_err().code(),
+            a.check(&h(&[("x-api-key", "Key k-0123456789abcdeX")]), 0),
+            Err(AuthError::Rejected)
+        );
+        assert_eq!(
+            a.check(&h(&[("x-api-key", "k-0123456789abcdef")]), 0)
+                .unwrap_err()
+                .code(),
+            "malformed_credentials"
+        );
+        assert_eq!(
+            a.check(
+                &h(&[
+                    ("x-api-key", "Key k-0123456789abcdef"),
+                    ("x-api-key", "Key other")
+                ]),
+                0
+            )
+            .unwrap_err()
+            .code(),
             "duplicate_header"
         );
-        assert!(Authenticator::new(&AuthConfig::ApiKey { header: "x".into(), prefix: String::new(), keys: vec![Secret("short".into())] }, "a").is_err());
+        assert!(Authenticator::new(
+            &AuthConfig::ApiKey {
+                header: "x".into(),
+                prefix: String::new(),
+                keys: vec![Secret("short".into())]
+            },
+            "a"
+        )
+        .is_err());
 
-        let b = Authenticator::new(&AuthConfig::Basic { users: vec![BasicUser { username: "stripe".into(), password: Secret("p:ss".into()) }] }, "auth").unwrap();
+        let b = Authenticator::new(
+            &AuthConfig::Basic {
+                users: vec![BasicUser {
+                    username: "stripe".into(),
+                    password: Secret("p:ss".into()),
+                }],
+            },
+            "auth",
+        )
+        .unwrap();
         let ok = format!("Basic {}", STANDARD.encode("stripe:p:ss"));
         b.check(&h(&[("authorization", &ok)]), 0).unwrap();
         let bad = format!("basic {}", STANDARD.encode("stripe:p:sx"));
-        assert_eq!(b.check(&h(&[("authorization", &bad)]), 0), Err(AuthError::Rejected));
-        assert_eq!(b.check(&h(&[("authorization", "Bearer x")]), 0).unwrap_err().code(), "malformed_credentials");
+        assert_eq!(
+            b.check(&h(&[("authorization", &bad)]), 0),
+            Err(AuthError::Rejected)
+        );
+        assert_eq!(
+            b.check(&h(&[("authorization", "Bearer x")]), 0)
+                .unwrap_err()
+                .code(),
+            "malformed_credentials"
+        );
     }
 }

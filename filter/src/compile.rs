@@ -31,6 +31,15 @@ impl CompiledConfig {
         self.sources.iter().map(|s| s.name.as_str())
     }
 
+    /// The token bucket of the named source, for sweeping its stale keys.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn rate_bucket(&self, source: &str) -> Option<&TokenBucket> {
+        self.sources
+            .iter()
+            .find(|s| s.name == source)
+            .and_then(|s| s.rate_limit.as_ref().map(|(b, _)| b))
+    }
+
     /// Whether any source requires TLS, i.e. whether the host must look the transport up.
     pub fn needs_tls_fact(&self) -> bool {
         self.any_https_only
@@ -79,7 +88,10 @@ pub(crate) fn compile(cfg: &FilterConfig) -> Result<CompiledConfig, ConfigError>
     for (i, s) in cfg.sources.iter().enumerate() {
         let field = format!("sources[{i}]");
         if !names.insert(s.name.as_str()) {
-            return Err(ConfigError::new(format!("{field}.name"), format!("duplicate source name `{}`", s.name)));
+            return Err(ConfigError::new(
+                format!("{field}.name"),
+                format!("duplicate source name `{}`", s.name),
+            ));
         }
         let compiled = compile_source(s, &field)?;
         let route = (
@@ -112,7 +124,9 @@ pub(crate) fn compile(cfg: &FilterConfig) -> Result<CompiledConfig, ConfigError>
 fn compile_source(s: &SourceConfig, field: &str) -> Result<CompiledSource, ConfigError> {
     let name_ok = !s.name.is_empty()
         && s.name.len() <= 64
-        && s.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        && s.name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if !name_ok {
         return Err(ConfigError::new(
             format!("{field}.name"),
@@ -121,9 +135,15 @@ fn compile_source(s: &SourceConfig, field: &str) -> Result<CompiledSource, Confi
     }
     let host = match &s.matcher.host {
         None => None,
-        Some(h) => Some(host_match(h).map_err(|m| ConfigError::new(format!("{field}.match.host"), m))?),
+        Some(h) => {
+            Some(host_match(h).map_err(|m| ConfigError::new(format!("{field}.match.host"), m))?)
+        }
     };
-    let prefix = s.matcher.path_prefix.clone().unwrap_or_else(|| "/".to_owned());
+    let prefix = s
+        .matcher
+        .path_prefix
+        .clone()
+        .unwrap_or_else(|| "/".to_owned());
     if !prefix.starts_with('/') || prefix.contains(['?', '#', ' ']) {
         return Err(ConfigError::new(
             format!("{field}.match.path_prefix"),
@@ -146,7 +166,10 @@ fn compile_source(s: &SourceConfig, field: &str) -> Result<CompiledSource, Confi
                 .map_err(|m| ConfigError::new(format!("{field}.rate_limit"), m))?;
             if let RateLimitKey::Header(h) = &r.key {
                 if h.is_empty() || h.contains([' ', ':']) {
-                    return Err(ConfigError::new(format!("{field}.rate_limit.key.header"), "not a header name"));
+                    return Err(ConfigError::new(
+                        format!("{field}.rate_limit.key.header"),
+                        "not a header name",
+                    ));
                 }
             }
             let key = match &r.key {
@@ -168,7 +191,10 @@ fn compile_source(s: &SourceConfig, field: &str) -> Result<CompiledSource, Confi
         methods.push(m.clone());
     }
     if s.limits.max_body_bytes == 0 {
-        return Err(ConfigError::new(format!("{field}.limits.max_body_bytes"), "must be at least 1"));
+        return Err(ConfigError::new(
+            format!("{field}.limits.max_body_bytes"),
+            "must be at least 1",
+        ));
     }
     let verified_label = match (&verifier, &auth) {
         (Some(v), Some(a)) => format!("{},{}", v.scheme(), a.kind()),
@@ -193,11 +219,16 @@ fn compile_source(s: &SourceConfig, field: &str) -> Result<CompiledSource, Confi
 
 fn host_match(h: &str) -> Result<HostMatch, &'static str> {
     let valid = |s: &str| {
-        !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
     };
     if let Some(suffix) = h.strip_prefix("*.") {
         if valid(suffix) {
-            return Ok(HostMatch::Suffix(format!(".{}", suffix.to_ascii_lowercase())));
+            return Ok(HostMatch::Suffix(format!(
+                ".{}",
+                suffix.to_ascii_lowercase()
+            )));
         }
     } else if valid(h) {
         return Ok(HostMatch::Exact(h.to_ascii_lowercase()));

@@ -135,7 +135,11 @@ impl Rejection {
 
     /// The answer when the filter has no usable configuration: fail closed.
     pub fn unavailable() -> Rejection {
-        Rejection::new(503, "unavailable", "webhook filter has no valid configuration")
+        Rejection::new(
+            503,
+            "unavailable",
+            "webhook filter has no valid configuration",
+        )
     }
 }
 
@@ -193,7 +197,10 @@ fn check_head(
             Rejection::new(
                 405,
                 "method_not_allowed",
-                format!("method {method} is not allowed; allowed: {}", src.methods.join(", ")),
+                format!(
+                    "method {method} is not allowed; allowed: {}",
+                    src.methods.join(", ")
+                ),
             ),
         ));
     }
@@ -203,21 +210,34 @@ fn check_head(
             Rejection::new(403, "https_required", "this source accepts HTTPS only"),
         ));
     }
-    let needs_client = src.allow.is_restricted()
-        || matches!(src.rate_limit, Some((_, RateLimitKey::ClientIp)));
+    let needs_client =
+        src.allow.is_restricted() || matches!(src.rate_limit, Some((_, RateLimitKey::ClientIp)));
     let client = if needs_client {
-        client_address(head.peer, head.headers.all("x-forwarded-for"), cfg.trusted_hops)
+        client_address(
+            head.peer,
+            head.headers.all("x-forwarded-for"),
+            cfg.trusted_hops,
+        )
     } else {
         None
     };
     if !src.allow.allows(client) {
         let reason = match client {
             Some(ip) => format!("client address {ip} is not in the source's allowed networks"),
-            None => "client address is unknown, and this source allows only listed networks".to_owned(),
+            None => {
+                "client address is unknown, and this source allows only listed networks".to_owned()
+            }
         };
-        return Err((Outcome::RejectedAddress, Rejection::new(403, "address_not_allowed", reason)));
+        return Err((
+            Outcome::RejectedAddress,
+            Rejection::new(403, "address_not_allowed", reason),
+        ));
     }
-    if let Some(len) = head.headers.first("content-length").and_then(|v| v.trim().parse::<u64>().ok()) {
+    if let Some(len) = head
+        .headers
+        .first("content-length")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
         if let Some(r) = body_too_large(src, len) {
             return Err((Outcome::RejectedBodySize, r));
         }
@@ -233,14 +253,21 @@ fn check_head(
             }
         };
         if let Err(secs) = limiter.take(&k, bucket, now_ns) {
-            let mut r = Rejection::new(429, "rate_limited", format!("rate limit exceeded; retry in {secs}s"));
+            let mut r = Rejection::new(
+                429,
+                "rate_limited",
+                format!("rate limit exceeded; retry in {secs}s"),
+            );
             r.retry_after = Some(secs);
             return Err((Outcome::RejectedRateLimit, r));
         }
     }
     if let Some(auth) = &src.auth {
         auth.check(head.headers, unix_secs(now_ns)).map_err(|e| {
-            (Outcome::RejectedAuth, Rejection::new(401, e.code(), e.to_string()))
+            (
+                Outcome::RejectedAuth,
+                Rejection::new(401, e.code(), e.to_string()),
+            )
         })?;
     }
     Ok(())
@@ -295,7 +322,10 @@ pub fn decide_body(
     let Some(verifier) = &src.verifier else {
         return Ok(());
     };
-    let origin = match (head.headers.first(":scheme"), head.headers.first(":authority")) {
+    let origin = match (
+        head.headers.first(":scheme"),
+        head.headers.first(":authority"),
+    ) {
         (Some(s), Some(a)) => Some(format!("{s}://{a}")),
         _ => None,
     };
@@ -307,7 +337,8 @@ pub fn decide_body(
         path: head.path(),
     };
     verifier.verify(&req, unix_secs(now_ns)).map_err(|e| {
-        Rejection::new(401, "invalid_signature", e.to_string()).counted(source, Outcome::RejectedSignature)
+        Rejection::new(401, "invalid_signature", e.to_string())
+            .counted(source, Outcome::RejectedSignature)
     })
 }
 
@@ -319,7 +350,9 @@ impl CompiledConfig {
 
     /// The `x-hookmesh-verified` value for the source at `index`.
     pub fn verified_label(&self, index: usize) -> &str {
-        self.sources.get(index).map_or("none", |s| s.verified_label.as_str())
+        self.sources
+            .get(index)
+            .map_or("none", |s| s.verified_label.as_str())
     }
 
     /// Number of sources.
@@ -365,7 +398,10 @@ mod tests {
                  "rate_limit": {"rate_per_sec": 1.0, "burst": 1, "key": {"header": "X-Tenant"}}}
             ]
         });
-        FilterConfig::from_json(json.to_string().as_bytes()).unwrap().compile().unwrap()
+        FilterConfig::from_json(json.to_string().as_bytes())
+            .unwrap()
+            .compile()
+            .unwrap()
     }
 
     fn headers(path: &str, host: &str, extra: &[(&str, &str)]) -> Headers {
@@ -375,12 +411,20 @@ mod tests {
             (":authority".to_owned(), host.to_owned()),
             (":scheme".to_owned(), "http".to_owned()),
         ];
-        v.extend(extra.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())));
+        v.extend(
+            extra
+                .iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned())),
+        );
         Headers::new(v)
     }
 
     fn head(h: &Headers) -> RequestHead<'_> {
-        RequestHead { headers: h, peer: Some("10.0.0.1".parse().unwrap()), tls: false }
+        RequestHead {
+            headers: h,
+            peer: Some("10.0.0.1".parse().unwrap()),
+            tls: false,
+        }
     }
 
     fn verdict(cfg: &CompiledConfig, h: &Headers, store: &mut LocalRateLimitStore) -> HeadVerdict {
@@ -399,13 +443,30 @@ mod tests {
         let cfg = config();
         let mut s = LocalRateLimitStore::default();
         let xff = [("x-forwarded-for", "203.0.113.7, 10.0.0.1")];
-        assert_eq!(verdict(&cfg, &headers("/hooks/other", "a", &[]), &mut s), HeadVerdict::Accept(cfg.sources.iter().position(|x| x.name == "any").unwrap()));
-        let HeadVerdict::ReadBody(i) = verdict(&cfg, &headers("/hooks/swh?x=1", "b.org:8080", &xff), &mut s) else { panic!() };
+        assert_eq!(
+            verdict(&cfg, &headers("/hooks/other", "a", &[]), &mut s),
+            HeadVerdict::Accept(cfg.sources.iter().position(|x| x.name == "any").unwrap())
+        );
+        let HeadVerdict::ReadBody(i) =
+            verdict(&cfg, &headers("/hooks/swh?x=1", "b.org:8080", &xff), &mut s)
+        else {
+            panic!()
+        };
         assert_eq!(cfg.source_name(i), "swh");
         // The host-specific twin wins on equal prefixes, and refuses plain HTTP.
         let v = verdict(&cfg, &headers("/hooks/swh", "a.example.com", &xff), &mut s);
-        assert!(matches!(v, HeadVerdict::Reject(Rejection { status: 403, error: "https_required", .. })));
-        assert_eq!(status(verdict(&cfg, &headers("/nothing", "a", &[]), &mut s)), 404);
+        assert!(matches!(
+            v,
+            HeadVerdict::Reject(Rejection {
+                status: 403,
+                error: "https_required",
+                ..
+            })
+        ));
+        assert_eq!(
+            status(verdict(&cfg, &headers("/nothing", "a", &[]), &mut s)),
+            404
+        );
     }
 
     #[test]
@@ -414,17 +475,47 @@ mod tests {
         let mut s = LocalRateLimitStore::default();
         let mut h = headers("/hooks/swh", "x", &[("x-forwarded-for", "198.51.100.1")]);
         assert_eq!(status(verdict(&cfg, &h, &mut s)), 403);
-        h = headers("/hooks/swh", "x", &[("x-forwarded-for", "203.0.113.1"), ("content-length", "65")]);
+        h = headers(
+            "/hooks/swh",
+            "x",
+            &[("x-forwarded-for", "203.0.113.1"), ("content-length", "65")],
+        );
         assert_eq!(status(verdict(&cfg, &h, &mut s)), 413);
         let mut get = headers("/hooks/swh", "x", &[]);
-        get = Headers::new(get.iter().map(|(a, b)| (a.to_owned(), if a == ":method" { "GET".into() } else { b.to_owned() })).collect());
-        let HeadVerdict::Reject(r) = verdict(&cfg, &get, &mut s) else { panic!() };
-        assert_eq!((r.status, r.reason.as_str()), (405, "method GET is not allowed; allowed: POST"));
+        get = Headers::new(
+            get.iter()
+                .map(|(a, b)| {
+                    (
+                        a.to_owned(),
+                        if a == ":method" {
+                            "GET".into()
+                        } else {
+                            b.to_owned()
+                        },
+                    )
+                })
+                .collect(),
+        );
+        let HeadVerdict::Reject(r) = verdict(&cfg, &get, &mut s) else {
+            panic!()
+        };
+        assert_eq!(
+            (r.status, r.reason.as_str()),
+            (405, "method GET is not allowed; allowed: POST")
+        );
         // Burst of 2, then 429 with retry-after.
         let h = headers("/hooks/swh", "x", &[("x-forwarded-for", "2001:db8::5")]);
-        assert!(matches!(verdict(&cfg, &h, &mut s), HeadVerdict::ReadBody(_)));
-        assert!(matches!(verdict(&cfg, &h, &mut s), HeadVerdict::ReadBody(_)));
-        let HeadVerdict::Reject(r) = verdict(&cfg, &h, &mut s) else { panic!() };
+        assert!(matches!(
+            verdict(&cfg, &h, &mut s),
+            HeadVerdict::ReadBody(_)
+        ));
+        assert!(matches!(
+            verdict(&cfg, &h, &mut s),
+            HeadVerdict::ReadBody(_)
+        ));
+        let HeadVerdict::Reject(r) = verdict(&cfg, &h, &mut s) else {
+            panic!()
+        };
         assert_eq!((r.status, r.retry_after), (429, Some(1)));
         assert_eq!(r.counted.map(|c| c.1), Some(Outcome::RejectedRateLimit));
     }
@@ -433,11 +524,21 @@ mod tests {
     fn header_keyed_rate_limit_and_auth() {
         let cfg = config();
         let mut s = LocalRateLimitStore::default();
-        let ok = headers("/hooks/keyed", "x", &[("x-api-key", "k-0123456789abcdef"), ("x-tenant", "a")]);
+        let ok = headers(
+            "/hooks/keyed",
+            "x",
+            &[("x-api-key", "k-0123456789abcdef"), ("x-tenant", "a")],
+        );
         assert!(matches!(verdict(&cfg, &ok, &mut s), HeadVerdict::Accept(_)));
         assert_eq!(status(verdict(&cfg, &ok, &mut s)), 429);
-        let other = headers("/hooks/keyed", "x", &[("x-api-key", "wrong-key-0123456789"), ("x-tenant", "b")]);
-        let HeadVerdict::Reject(r) = verdict(&cfg, &other, &mut s) else { panic!() };
+        let other = headers(
+            "/hooks/keyed",
+            "x",
+            &[("x-api-key", "wrong-key-0123456789"), ("x-tenant", "b")],
+        );
+        let HeadVerdict::Reject(r) = verdict(&cfg, &other, &mut s) else {
+            panic!()
+        };
         assert_eq!((r.status, r.error), (401, "invalid_credentials"));
         assert!(!r.body_json().contains("wrong-key"));
     }
@@ -447,8 +548,15 @@ mod tests {
         let cfg = config();
         let i = cfg.sources.iter().position(|x| x.name == "swh").unwrap();
         let body = br#"{"a":1}"#;
-        let input = SignInput { body, id: "msg_1", timestamp: 1_700_000_000, url: None, method: "POST" };
-        let mut pairs: Vec<(String, String)> = sign(SchemeName::StandardWebhooks, SECRET, None, &input).unwrap();
+        let input = SignInput {
+            body,
+            id: "msg_1",
+            timestamp: 1_700_000_000,
+            url: None,
+            method: "POST",
+        };
+        let mut pairs: Vec<(String, String)> =
+            sign(SchemeName::StandardWebhooks, SECRET, None, &input).unwrap();
         pairs.push((":path".into(), "/hooks/swh".into()));
         let h = Headers::new(pairs);
         decide_body(&cfg, i, &head(&h), body, NOW).unwrap();
@@ -457,29 +565,51 @@ mod tests {
         assert_eq!(r.reason, "no configured secret matches the signature");
         let r = decide_body(&cfg, i, &head(&h), body, NOW + 301 * 1_000_000_000).unwrap_err();
         assert!(r.reason.starts_with("timestamp too old"), "{}", r.reason);
-        assert_eq!(decide_body(&cfg, i, &head(&h), &[b'x'; 65], NOW).unwrap_err().status, 413);
+        assert_eq!(
+            decide_body(&cfg, i, &head(&h), &[b'x'; 65], NOW)
+                .unwrap_err()
+                .status,
+            413
+        );
         assert_eq!(check_body_size(&cfg, i, 64), None);
     }
 
     #[test]
     fn config_errors_name_fields() {
-        let bad = |v: serde_json::Value| FilterConfig::from_json(v.to_string().as_bytes()).and_then(|c| c.compile()).unwrap_err();
+        let bad = |v: serde_json::Value| {
+            FilterConfig::from_json(v.to_string().as_bytes())
+                .and_then(|c| c.compile())
+                .unwrap_err()
+        };
         let e = bad(serde_json::json!({"sources": [{"name": "a"}, {"name": "a"}]}));
         assert_eq!(e.field, "sources[1].name");
-        let e = bad(serde_json::json!({"sources": [{"name": "a", "allowed_cidrs": ["10.0.0.1/8"]}]}));
+        let e =
+            bad(serde_json::json!({"sources": [{"name": "a", "allowed_cidrs": ["10.0.0.1/8"]}]}));
         assert_eq!(e.field, "sources[0].allowed_cidrs[0]");
-        let e = bad(serde_json::json!({"sources": [{"name": "a", "verify": {"scheme": "stripe", "secrets": []}}]}));
+        let e = bad(
+            serde_json::json!({"sources": [{"name": "a", "verify": {"scheme": "stripe", "secrets": []}}]}),
+        );
         assert_eq!(e.field, "sources[0].verify.secrets");
-        let e = bad(serde_json::json!({"sources": [{"name": "a", "verify": {"scheme": "nope", "secrets": ["x"]}}]}));
+        let e = bad(
+            serde_json::json!({"sources": [{"name": "a", "verify": {"scheme": "nope", "secrets": ["x"]}}]}),
+        );
         assert_eq!(e.field, "$");
-        assert!(e.message.contains("unknown variant `nope`"), "{}", e.message);
+        assert!(
+            e.message.contains("unknown variant `nope`"),
+            "{}",
+            e.message
+        );
         let e = bad(serde_json::json!({"sources": [{"name": "a", "extra": 1}]}));
         assert!(e.message.contains("unknown field `extra`"));
         let e = bad(serde_json::json!({"sources": [{"name": "A b"}]}));
         assert_eq!(e.field, "sources[0].name");
-        let e = bad(serde_json::json!({"sources": [{"name": "a", "match": {"path_prefix": "/x"}}, {"name": "b", "match": {"path_prefix": "/x"}}]}));
+        let e = bad(
+            serde_json::json!({"sources": [{"name": "a", "match": {"path_prefix": "/x"}}, {"name": "b", "match": {"path_prefix": "/x"}}]}),
+        );
         assert_eq!(e.field, "sources[1].match");
-        let e = bad(serde_json::json!({"sources": [{"name": "a", "rate_limit": {"rate_per_sec": 0, "burst": 1}}]}));
+        let e = bad(
+            serde_json::json!({"sources": [{"name": "a", "rate_limit": {"rate_per_sec": 0, "burst": 1}}]}),
+        );
         assert_eq!(e.field, "sources[0].rate_limit");
     }
 }

@@ -103,6 +103,8 @@ mod tests {
         let h = Headers::parse_lines(["Webhook-Id: msg_1", "A:b:c"]).unwrap();
         assert_eq!(h.unique("webhook-id"), Ok(Some("msg_1")));
         assert_eq!(h.unique("a"), Ok(Some("b:c")));
-        assert!(Headers::parse_lines(["nocolon"]).unwrap_err().contains("nocolon"));
+        assert!(Headers::parse_lines(["nocolon"])
+            .unwrap_err()
+            .contains("nocolon"));
     }
 }

@@ -41,7 +41,9 @@ pub use allow::{client_address, parse_peer, Allowlist, Cidr};
 pub use auth::AuthError;
 pub use compile::CompiledConfig;
 pub use config::{ConfigError, FilterConfig, SchemeName, Secret};
-pub use decide::{check_body_size, decide_body, decide_head, HeadVerdict, Outcome, RequestHead, Rejection};
+pub use decide::{
+    check_body_size, decide_body, decide_head, HeadVerdict, Outcome, Rejection, RequestHead,
+};
 pub use headers::{DuplicateHeader, Headers};
 pub use verify::{sign, SignError, SignInput, SignedRequest, Verifier, VerifyError};
 

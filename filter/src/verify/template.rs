@@ -22,7 +22,10 @@ enum Part {
 }
 
 enum TimestampSource {
-    Header { name: String, unit: TimestampUnit },
+    Header {
+        name: String,
+        unit: TimestampUnit,
+    },
     /// Linear puts the signed time into the JSON body (milliseconds).
     BodyField(&'static str),
 }
@@ -194,9 +197,10 @@ impl Template {
             None => None,
             Some(TimestampSource::Header { name, unit }) => {
                 let raw = req.header(name)?;
-                let n: i64 = raw.trim().parse().map_err(|_| {
-                    VerifyError::malformed(name, "timestamp is not a whole number")
-                })?;
+                let n: i64 = raw
+                    .trim()
+                    .parse()
+                    .map_err(|_| VerifyError::malformed(name, "timestamp is not a whole number"))?;
                 check_timestamp(to_seconds(n, *unit), now, tolerance)?;
                 Some(raw)
             }
@@ -278,7 +282,10 @@ impl Template {
             SignatureEncoding::Hex => tag.hex(),
             SignatureEncoding::Base64 => tag.base64(),
         };
-        out.insert(0, (self.header.clone(), format!("{}{encoded}", self.prefix)));
+        out.insert(
+            0,
+            (self.header.clone(), format!("{}{encoded}", self.prefix)),
+        );
         Ok(out)
     }
 }
@@ -367,7 +374,9 @@ fn parse_template(t: &str) -> Result<Vec<Part>, String> {
         parts.push(Part::Literal(lit));
     }
     if !parts.contains(&Part::Body) {
-        return Err("the template must include {body}: an unsigned body could be forged".to_owned());
+        return Err(
+            "the template must include {body}: an unsigned body could be forged".to_owned(),
+        );
     }
     Ok(parts)
 }
@@ -560,7 +569,9 @@ mod tests {
     #[test]
     fn generic_template_errors_are_precise() {
         let err = |t: &str| Template::generic(&generic(t), &["k"], "g").err().unwrap();
-        assert!(err("{id}.{nope}.{body}").message.contains("unknown placeholder `{nope}`"));
+        assert!(err("{id}.{nope}.{body}")
+            .message
+            .contains("unknown placeholder `{nope}`"));
         assert!(err("{id}").message.contains("must include {body}"));
         assert!(err("{body").message.contains("unclosed"));
         assert!(err("}{body}").message.contains("unmatched"));

@@ -4,8 +4,8 @@
 //! Like Twilio's libraries, the URL is tried with and without its default port.
 
 use super::{SignError, SignInput, SignedRequest, VerifyError};
-use crate::crypto::{decode_base64, sha256_hex, ct_eq, HmacKey};
 use crate::config::HmacAlgorithm;
+use crate::crypto::{ct_eq, decode_base64, sha256_hex, HmacKey};
 
 const HEADER: &str = "x-twilio-signature";
 
@@ -29,16 +29,27 @@ impl Twilio {
         let url = req.url().ok_or(VerifyError::UrlUnknown)?;
         let params = match query_param(&url, "bodySHA256") {
             Some(expected) => {
-                if !ct_eq(sha256_hex(req.body).as_bytes(), expected.to_ascii_lowercase().as_bytes()) {
-                    return Err(VerifyError::BodyMismatch("bodySHA256 differs from the body's SHA-256"));
+                if !ct_eq(
+                    sha256_hex(req.body).as_bytes(),
+                    expected.to_ascii_lowercase().as_bytes(),
+                ) {
+                    return Err(VerifyError::BodyMismatch(
+                        "bodySHA256 differs from the body's SHA-256",
+                    ));
                 }
                 String::new()
             }
             None => sorted_params(req.body),
         };
-        for candidate in [Some(url.clone()), toggle_default_port(&url)].into_iter().flatten() {
+        for candidate in [Some(url.clone()), toggle_default_port(&url)]
+            .into_iter()
+            .flatten()
+        {
             for key in &self.keys {
-                if key.mac(&[candidate.as_bytes(), params.as_bytes()]).matches(&signature) {
+                if key
+                    .mac(&[candidate.as_bytes(), params.as_bytes()])
+                    .matches(&signature)
+                {
                     return Ok(());
                 }
             }
@@ -90,7 +101,10 @@ pub(crate) fn form_decode(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < b.len() => {
-                match std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                match std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
                     Some(v) => {
                         out.push(v);
                         i += 2;
@@ -154,7 +168,13 @@ mod tests {
         let path = format!("/hook?bodySHA256={}", sha256_hex(body));
         let url = format!("https://h.example.com{path}");
         let signed = Twilio::new(&["tok"])
-            .sign(&SignInput { body, id: "", timestamp: 0, url: Some(&url), method: "POST" })
+            .sign(&SignInput {
+                body,
+                id: "",
+                timestamp: 0,
+                url: Some(&url),
+                method: "POST",
+            })
             .unwrap();
         let h = headers(&[(HEADER, signed[0].1.as_str())]);
         let mut req = request(&h, body);
@@ -163,14 +183,23 @@ mod tests {
         verifier(T, &["tok"]).verify(&req, 0).unwrap();
         let tampered = br#"{"ProductName":"Twiliq"}"#;
         req.body = tampered;
-        assert!(matches!(verifier(T, &["tok"]).verify(&req, 0), Err(VerifyError::BodyMismatch(_))));
+        assert!(matches!(
+            verifier(T, &["tok"]).verify(&req, 0),
+            Err(VerifyError::BodyMismatch(_))
+        ));
     }
 
     #[test]
     fn form_decoding_and_ports() {
         assert_eq!(form_decode("a+b%2Bc%zz%4"), "a b+c%zz%4");
-        assert_eq!(toggle_default_port("https://a.b/x").as_deref(), Some("https://a.b:443/x"));
-        assert_eq!(toggle_default_port("http://a.b:80?q").as_deref(), Some("http://a.b?q"));
+        assert_eq!(
+            toggle_default_port("https://a.b/x").as_deref(),
+            Some("https://a.b:443/x")
+        );
+        assert_eq!(
+            toggle_default_port("http://a.b:80?q").as_deref(),
+            Some("http://a.b?q")
+        );
         assert_eq!(toggle_default_port("https://a.b:8443/x"), None);
     }
 

@@ -1,0 +1,3 @@
+//! End-to-end tests, one binary (one link) with a module per capability.
+
+mod edge;
