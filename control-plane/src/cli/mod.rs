@@ -1,0 +1,22 @@
+//! Command-line interface.
+
+pub mod sig;
+
+use clap::{Parser, Subcommand};
+
+/// hookmesh: webhook management for the service mesh.
+#[derive(Debug, Parser)]
+#[command(name = "hookmesh", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sign or verify webhook signatures with the filter's own code (debugging aid).
+    #[command(subcommand)]
+    Sig(sig::SigCommand),
+}
