@@ -14,6 +14,7 @@ pub struct CompiledConfig {
     pub(crate) default_action: DefaultAction,
     pub(crate) trusted_hops: u8,
     pub(crate) any_https_only: bool,
+    pub(crate) any_needs_peer: bool,
 }
 
 impl std::fmt::Debug for CompiledConfig {
@@ -38,6 +39,11 @@ impl CompiledConfig {
             .iter()
             .find(|s| s.name == source)
             .and_then(|s| s.rate_limit.as_ref().map(|(b, _)| b))
+    }
+
+    /// Whether any source needs the client address, i.e. whether the host must look the peer up.
+    pub fn needs_peer_fact(&self) -> bool {
+        self.any_needs_peer
     }
 
     /// Whether any source requires TLS, i.e. whether the host must look the transport up.
@@ -115,6 +121,9 @@ pub(crate) fn compile(cfg: &FilterConfig) -> Result<CompiledConfig, ConfigError>
     });
     Ok(CompiledConfig {
         any_https_only: sources.iter().any(|s| s.https_only),
+        any_needs_peer: sources.iter().any(|s| {
+            s.allow.is_restricted() || matches!(s.rate_limit, Some((_, RateLimitKey::ClientIp)))
+        }),
         sources,
         default_action: cfg.default_action,
         trusted_hops: cfg.network.trusted_hops,

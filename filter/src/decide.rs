@@ -13,6 +13,10 @@ use crate::ratelimit::RateLimitStore;
 use crate::verify::SignedRequest;
 use std::net::IpAddr;
 
+/// Prefix of every rate-limit key: the keys live in Envoy's process-wide shared data, next to
+/// whatever other filters store there.
+pub const RATE_KEY_PREFIX: &str = "hookmesh.rl/";
+
 /// What the host knows about a request before its body.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestHead<'a> {
@@ -245,12 +249,14 @@ fn check_head(
     if let Some((bucket, key)) = &src.rate_limit {
         let k = match key {
             RateLimitKey::ClientIp => match client {
-                Some(ip) => format!("{}|ip|{ip}", src.name),
-                None => format!("{}|ip|unknown", src.name),
+                Some(ip) => format!("{RATE_KEY_PREFIX}{}|ip|{ip}", src.name),
+                None => format!("{RATE_KEY_PREFIX}{}|ip|unknown", src.name),
             },
-            RateLimitKey::Header(h) => {
-                format!("{}|h|{}", src.name, head.headers.first(h).unwrap_or(""))
-            }
+            RateLimitKey::Header(h) => format!(
+                "{RATE_KEY_PREFIX}{}|h|{}",
+                src.name,
+                head.headers.first(h).unwrap_or("")
+            ),
         };
         if let Err(secs) = limiter.take(&k, bucket, now_ns) {
             let mut r = Rejection::new(

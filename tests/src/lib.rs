@@ -140,8 +140,13 @@ impl Envoy {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until the filter has flushed its batched counters (it does every 250 ms).
+    pub fn settle_metrics(&self) {
+        std::thread::sleep(Duration::from_millis(600));
+    }
+
     /// The value of an admin counter such as `wasmcustom.hookmesh.source.x.accepted` (0 when
-    /// absent).
+    /// absent); call [`Envoy::settle_metrics`] after the requests first.
     pub fn counter(&self, name: &str) -> u64 {
         let stats = get(self.admin_port, &format!("/stats?filter=^{name}$"))
             .map(|r| r.text())

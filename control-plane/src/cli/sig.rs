@@ -113,7 +113,8 @@ pub fn run(cmd: &SigCommand, now: i64, out: &mut dyn Write) -> Result<SigOutcome
                 url: a.scheme.url.as_deref(),
                 method: &a.scheme.method,
             };
-            let headers = sign(a.scheme.scheme, &a.secret, generic.as_ref(), &input).map_err(|e| anyhow!("--secret/--url: {e}"))?;
+            let headers = sign(a.scheme.scheme, &a.secret, generic.as_ref(), &input)
+                .map_err(|e| anyhow!("--secret/--url: {e}"))?;
             for (n, v) in headers {
                 writeln!(out, "{n}: {v}")?;
             }
@@ -129,8 +130,10 @@ pub fn run(cmd: &SigCommand, now: i64, out: &mut dyn Write) -> Result<SigOutcome
                 public_origin: None,
                 generic: generic(&a.scheme)?,
             };
-            let verifier = Verifier::new(&cfg, "verify").map_err(|e| anyhow!("{}", cli_field(&e.to_string())))?;
-            let headers = Headers::parse_lines(a.headers.iter().map(String::as_str)).map_err(|e| anyhow!("-H: {e}"))?;
+            let verifier = Verifier::new(&cfg, "verify")
+                .map_err(|e| anyhow!("{}", cli_field(&e.to_string())))?;
+            let headers = Headers::parse_lines(a.headers.iter().map(String::as_str))
+                .map_err(|e| anyhow!("-H: {e}"))?;
             let (origin, path) = match &a.scheme.url {
                 Some(u) => split_url(u)?,
                 None => (None, "/".to_owned()),
@@ -188,7 +191,9 @@ fn generic(a: &SchemeArgs) -> Result<Option<GenericHmacConfig>> {
 fn read_body(path: &PathBuf) -> Result<Vec<u8>> {
     let mut body = Vec::new();
     if path.as_os_str() == "-" {
-        std::io::stdin().read_to_end(&mut body).context("--body-file -: reading standard input")?;
+        std::io::stdin()
+            .read_to_end(&mut body)
+            .context("--body-file -: reading standard input")?;
     } else {
         body = std::fs::read(path).with_context(|| format!("--body-file {}", path.display()))?;
     }
@@ -205,7 +210,11 @@ fn split_url(url: &str) -> Result<(Option<String>, String)> {
     if authority.is_empty() {
         return Err(anyhow!("--url {url}: has no host"));
     }
-    let path = if path.is_empty() { "/".to_owned() } else { path.to_owned() };
+    let path = if path.is_empty() {
+        "/".to_owned()
+    } else {
+        path.to_owned()
+    };
     Ok((Some(format!("{scheme}://{authority}")), path))
 }
 
@@ -215,7 +224,10 @@ mod tests {
     use clap::Parser;
 
     fn run_args(args: &[&str], now: i64) -> (Result<SigOutcome>, String) {
-        let cli = crate::cli::Cli::try_parse_from(std::iter::once("hookmesh").chain(args.iter().copied())).unwrap();
+        let cli = crate::cli::Cli::try_parse_from(
+            std::iter::once("hookmesh").chain(args.iter().copied()),
+        )
+        .unwrap();
         let crate::cli::Command::Sig(cmd) = cli.command;
         let mut out = Vec::new();
         let r = run(&cmd, now, &mut out);
@@ -223,7 +235,11 @@ mod tests {
     }
 
     fn body_file(content: &[u8]) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("hookmesh-cli-{}-{}", std::process::id(), content.len()));
+        let p = std::env::temp_dir().join(format!(
+            "hookmesh-cli-{}-{}",
+            std::process::id(),
+            content.len()
+        ));
         std::fs::write(&p, content).unwrap();
         p
     }
@@ -234,12 +250,42 @@ mod tests {
     fn sign_then_verify_and_name_the_failing_part() {
         let body = body_file(br#"{"test": 2432232314}"#);
         let b = body.to_str().unwrap();
-        let (r, out) = run_args(&["sig", "sign", "--scheme", "standard_webhooks", "--secret", SECRET, "--body-file", b, "--id", "msg_p5jXN8AQM9LWM0D4loKWxJek", "--timestamp", "1614265330"], 0);
+        let (r, out) = run_args(
+            &[
+                "sig",
+                "sign",
+                "--scheme",
+                "standard_webhooks",
+                "--secret",
+                SECRET,
+                "--body-file",
+                b,
+                "--id",
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                "--timestamp",
+                "1614265330",
+            ],
+            0,
+        );
         assert_eq!(r.unwrap(), SigOutcome::Ok);
-        assert!(out.contains("webhook-signature: v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="), "{out}");
-        let mut args: Vec<String> = ["sig", "verify", "--scheme", "standard_webhooks", "--secret", "whsec_dGhpcyBpcyBhbm90aGVyIHNlY3JldCE=", "--secret", SECRET, "--body-file", b]
-            .map(String::from)
-            .to_vec();
+        assert!(
+            out.contains("webhook-signature: v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="),
+            "{out}"
+        );
+        let mut args: Vec<String> = [
+            "sig",
+            "verify",
+            "--scheme",
+            "standard_webhooks",
+            "--secret",
+            "whsec_dGhpcyBpcyBhbm90aGVyIHNlY3JldCE=",
+            "--secret",
+            SECRET,
+            "--body-file",
+            b,
+        ]
+        .map(String::from)
+        .to_vec();
         for line in out.lines() {
             args.extend(["-H".to_owned(), line.to_owned()]);
         }
@@ -248,7 +294,10 @@ mod tests {
         assert_eq!((r.unwrap(), out.as_str()), (SigOutcome::Ok, "valid\n"));
         let (r, out) = run_args(&a, 1614265330 + 400);
         assert_eq!(r.unwrap(), SigOutcome::Invalid);
-        assert_eq!(out, "invalid: timestamp too old: signed 400s ago, tolerance is 300s\n");
+        assert_eq!(
+            out,
+            "invalid: timestamp too old: signed 400s ago, tolerance is 300s\n"
+        );
         let (_, out) = run_args(&a[..a.len() - 2], 1614265330);
         assert_eq!(out, "invalid: missing header `webhook-signature`\n");
     }
@@ -258,16 +307,105 @@ mod tests {
         let body = body_file(b"x");
         let b = body.to_str().unwrap();
         let err = |args: &[&str]| run_args(args, 0).0.unwrap_err().to_string();
-        assert_eq!(err(&["sig", "verify", "--scheme", "standard_webhooks", "--secret", SECRET, "--secret", "whsec_!!", "--body-file", b]), "--secret #2: not valid base64 after `whsec_`");
-        assert!(err(&["sig", "verify", "--scheme", "github", "--secret", "s", "--body-file", "/nonexistent/x"]).starts_with("--body-file /nonexistent/x"));
-        assert_eq!(err(&["sig", "verify", "--scheme", "github", "--secret", "s", "--body-file", b, "-H", "nocolon"]), "-H: header `nocolon` has no `:` between name and value");
-        assert_eq!(err(&["sig", "verify", "--scheme", "square", "--secret", "s", "--body-file", b, "--url", "ftp://x"]), "--url ftp://x: must start with http:// or https://");
-        assert!(err(&["sig", "sign", "--scheme", "generic_hmac", "--secret", "s", "--body-file", b]).starts_with("--generic is required"));
-        assert_eq!(err(&["sig", "sign", "--scheme", "twilio", "--secret", "s", "--body-file", b]), "--secret/--url: this scheme signs the URL: pass --url");
+        assert_eq!(
+            err(&[
+                "sig",
+                "verify",
+                "--scheme",
+                "standard_webhooks",
+                "--secret",
+                SECRET,
+                "--secret",
+                "whsec_!!",
+                "--body-file",
+                b
+            ]),
+            "--secret #2: not valid base64 after `whsec_`"
+        );
+        assert!(err(&[
+            "sig",
+            "verify",
+            "--scheme",
+            "github",
+            "--secret",
+            "s",
+            "--body-file",
+            "/nonexistent/x"
+        ])
+        .starts_with("--body-file /nonexistent/x"));
+        assert_eq!(
+            err(&[
+                "sig",
+                "verify",
+                "--scheme",
+                "github",
+                "--secret",
+                "s",
+                "--body-file",
+                b,
+                "-H",
+                "nocolon"
+            ]),
+            "-H: header `nocolon` has no `:` between name and value"
+        );
+        assert_eq!(
+            err(&[
+                "sig",
+                "verify",
+                "--scheme",
+                "square",
+                "--secret",
+                "s",
+                "--body-file",
+                b,
+                "--url",
+                "ftp://x"
+            ]),
+            "--url ftp://x: must start with http:// or https://"
+        );
+        assert!(err(&[
+            "sig",
+            "sign",
+            "--scheme",
+            "generic_hmac",
+            "--secret",
+            "s",
+            "--body-file",
+            b
+        ])
+        .starts_with("--generic is required"));
+        assert_eq!(
+            err(&[
+                "sig",
+                "sign",
+                "--scheme",
+                "twilio",
+                "--secret",
+                "s",
+                "--body-file",
+                b
+            ]),
+            "--secret/--url: this scheme signs the URL: pass --url"
+        );
         let bad = crate::cli::Cli::try_parse_from(["hookmesh", "sig", "schemes", "--bogus"]);
         assert!(bad.is_err());
-        let bad = crate::cli::Cli::try_parse_from(["hookmesh", "sig", "verify", "--scheme", "nope", "--secret", "s", "--body-file", b]).unwrap_err();
-        assert!(bad.to_string().contains("unknown scheme `nope`; one of: standard_webhooks"), "{bad}");
+        let bad = crate::cli::Cli::try_parse_from([
+            "hookmesh",
+            "sig",
+            "verify",
+            "--scheme",
+            "nope",
+            "--secret",
+            "s",
+            "--body-file",
+            b,
+        ])
+        .unwrap_err();
+        assert!(
+            bad.to_string()
+                .contains("unknown scheme `nope`; one of: standard_webhooks"),
+            "{bad}"
+        );
     }
 
     #[test]
@@ -275,11 +413,57 @@ mod tests {
         let body = body_file(br#"{"hello":"world"}"#);
         let b = body.to_str().unwrap();
         let url = "https://webhook.site/679a4f3a-dcfa-49ee-bac5-9d0edad886b9";
-        let (_, out) = run_args(&["sig", "verify", "--scheme", "square", "--secret", "signature-key", "--body-file", b, "--url", url, "-H", "x-square-hmacsha256-signature: 0zOZ4nZmPmZvGEpkoghYQgrZKxWNEcZtzZFOr8kUdfI="], 0);
+        let (_, out) = run_args(
+            &[
+                "sig",
+                "verify",
+                "--scheme",
+                "square",
+                "--secret",
+                "signature-key",
+                "--body-file",
+                b,
+                "--url",
+                url,
+                "-H",
+                "x-square-hmacsha256-signature: 0zOZ4nZmPmZvGEpkoghYQgrZKxWNEcZtzZFOr8kUdfI=",
+            ],
+            0,
+        );
         assert_eq!(out, "valid\n");
-        let (_, out) = run_args(&["sig", "verify", "--scheme", "square", "--secret", "signature-key", "--body-file", b, "-H", "x-square-hmacsha256-signature: 0zOZ4nZmPmZvGEpkoghYQgrZKxWNEcZtzZFOr8kUdfI="], 0);
+        let (_, out) = run_args(
+            &[
+                "sig",
+                "verify",
+                "--scheme",
+                "square",
+                "--secret",
+                "signature-key",
+                "--body-file",
+                b,
+                "-H",
+                "x-square-hmacsha256-signature: 0zOZ4nZmPmZvGEpkoghYQgrZKxWNEcZtzZFOr8kUdfI=",
+            ],
+            0,
+        );
         assert_eq!(out, "invalid: this scheme signs the URL: pass --url\n");
-        let (_, out) = run_args(&["sig", "verify", "--scheme", "square", "--secret", "signature-key", "--body-file", b, "--url", "https://webhook.site/other", "-H", "x-square-hmacsha256-signature: 0zOZ4nZmPmZvGEpkoghYQgrZKxWNEcZtzZFOr8kUdfI="], 0);
+        let (_, out) = run_args(
+            &[
+                "sig",
+                "verify",
+                "--scheme",
+                "square",
+                "--secret",
+                "signature-key",
+                "--body-file",
+                b,
+                "--url",
+                "https://webhook.site/other",
+                "-H",
+                "x-square-hmacsha256-signature: 0zOZ4nZmPmZvGEpkoghYQgrZKxWNEcZtzZFOr8kUdfI=",
+            ],
+            0,
+        );
         assert_eq!(out, "invalid: no configured secret matches the signature\n");
     }
 }

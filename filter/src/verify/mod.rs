@@ -248,6 +248,16 @@ impl Verifier {
         })
     }
 
+    /// Whether verification needs the request URL (so the host builds it only then).
+    pub fn needs_url(&self) -> bool {
+        self.origin.is_none()
+            && match &self.imp {
+                Imp::Twilio(_) => true,
+                Imp::Template(t) => t.signs_url(),
+                _ => false,
+            }
+    }
+
     /// The scheme this verifier checks.
     pub fn scheme(&self) -> SchemeName {
         self.scheme

@@ -163,6 +163,10 @@ impl Template {
         })
     }
 
+    pub(super) fn signs_url(&self) -> bool {
+        self.parts.contains(&Part::Url)
+    }
+
     pub(super) fn verify(
         &self,
         req: &SignedRequest<'_>,

