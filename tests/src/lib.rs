@@ -580,9 +580,9 @@ pub fn h2c_post(
         )
         .await?;
         tokio::spawn(conn);
-        let mut frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = chunks
+        let mut frames: std::collections::VecDeque<Frame<Bytes>> = chunks
             .into_iter()
-            .map(|c| Ok(Frame::data(Bytes::from(c))))
+            .map(|c| Frame::data(Bytes::from(c)))
             .collect();
         if !trailers.is_empty() {
             let mut map = hyper::HeaderMap::new();
@@ -592,7 +592,7 @@ pub fn h2c_post(
                     v.parse()?,
                 );
             }
-            frames.push(Ok(Frame::trailers(map)));
+            frames.push_back(Frame::trailers(map));
         }
         let mut req = hyper::Request::builder()
             .method("POST")
@@ -600,7 +600,7 @@ pub fn h2c_post(
         for (n, v) in headers {
             req = req.header(n.as_str(), v.as_str());
         }
-        let req = req.body(futures_stream(frames))?;
+        let req = req.body(Frames(frames))?;
         let resp = sender.send_request(req).await?;
         let status = resp.status().as_u16();
         let headers = resp
@@ -622,27 +622,19 @@ pub fn h2c_post(
     })
 }
 
-/// A stream over a vector of frames, without pulling in a futures crate.
-fn futures_stream<T: Unpin>(
-    items: Vec<T>,
-) -> impl hyper::body::Body<Data = Bytes, Error = std::convert::Infallible>
-where
-    T: Into<Result<Frame<Bytes>, std::convert::Infallible>>,
-{
-    struct Frames<T>(std::collections::VecDeque<T>);
-    impl<T: Unpin + Into<Result<Frame<Bytes>, std::convert::Infallible>>> hyper::body::Body
-        for Frames<T>
-    {
-        type Data = Bytes;
-        type Error = std::convert::Infallible;
-        fn poll_frame(
-            mut self: std::pin::Pin<&mut Self>,
-            _cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-            std::task::Poll::Ready(self.0.pop_front().map(Into::into))
-        }
+/// A request body made of prepared frames, without pulling in a futures crate.
+struct Frames(std::collections::VecDeque<Frame<Bytes>>);
+
+impl hyper::body::Body for Frames {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(Ok))
     }
-    Frames(items.into_iter().collect())
 }
 
 /// Unix time now, in seconds.
