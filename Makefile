@@ -12,14 +12,14 @@ CARGO ?= cargo
 export HOOKMESH_ENVOY := $(ENVOY)
 export HOOKMESH_WASM := $(WASM)
 
-.PHONY: run test lint fmt wasm envoy build bench bench-filter wasm-target clean
+.PHONY: run test lint fmt wasm envoy build bench bench-filter wasm-target test-deps clean
 
 ## run: build everything, then Envoy + the filter on 127.0.0.1:10000 in front of a demo app
 run: wasm envoy build
 	@scripts/run-standalone.sh "$(ENVOY)" "$(WASM)" "$(HOOKMESH)"
 
 ## test: lint, then unit, CLI and end-to-end tests (real Envoy), then doc tests
-test: lint wasm envoy
+test: test-deps lint wasm envoy
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --profile ci; \
 	else \
@@ -32,6 +32,11 @@ lint: wasm-target
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p hookmesh-filter --target wasm32-wasip1 -- -D warnings
+
+# Tools the end-to-end tests call (TLS certificate, HTTPS client).
+test-deps:
+	@command -v curl >/dev/null && command -v openssl >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq curl openssl; }
 
 fmt:
 	$(CARGO) fmt --all
