@@ -436,7 +436,85 @@ pub(crate) mod test_support {
 
 #[cfg(test)]
 mod tests {
+    use super::test_support::*;
     use super::*;
+    use proptest::prelude::*;
+
+    /// Secrets each scheme accepts for verification, and the matching signing secret.
+    fn keys(scheme: SchemeName) -> (String, String) {
+        match scheme {
+            SchemeName::StandardWebhooks | SchemeName::Svix => (
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            ),
+            SchemeName::Discord => {
+                let seed = hex::encode([5u8; 32]);
+                (public_keys::discord_public_key(&seed).unwrap(), seed)
+            }
+            _ => ("a-secret".into(), "a-secret".into()),
+        }
+    }
+
+    fn all_verifiers() -> Vec<(SchemeName, Verifier)> {
+        SchemeName::ALL
+            .into_iter()
+            .filter(|s| *s != SchemeName::GenericHmac)
+            .map(|s| (s, verifier(s, &[&keys(s).0])))
+            .collect()
+    }
+
+    const HEADER_NAMES: [&str; 16] = [
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "svix-signature",
+        "stripe-signature",
+        "x-hub-signature-256",
+        "x-slack-signature",
+        "x-slack-request-timestamp",
+        "x-twilio-signature",
+        "paddle-signature",
+        "x-square-hmacsha256-signature",
+        "x-zm-signature",
+        "x-pagerduty-signature",
+        "linear-signature",
+        "x-signature-ed25519",
+        "x-signature-timestamp",
+    ];
+
+    proptest! {
+        /// Arbitrary header values and bodies never panic any scheme, and never verify.
+        #[test]
+        fn garbage_never_panics_or_verifies(
+            values in proptest::collection::vec("\\PC{0,80}", HEADER_NAMES.len()),
+            body in proptest::collection::vec(any::<u8>(), 0..200),
+            now in any::<i64>(),
+        ) {
+            let pairs: Vec<(&str, &str)> = HEADER_NAMES.iter().copied().zip(values.iter().map(String::as_str)).collect();
+            let h = headers(&pairs);
+            let mut req = request(&h, &body);
+            req.origin = Some("https://h.example.com");
+            for (scheme, v) in all_verifiers() {
+                prop_assert!(v.verify(&req, now).is_err(), "{} verified garbage", scheme);
+            }
+        }
+
+        /// Signing then verifying any body succeeds for every scheme; the next second too.
+        #[test]
+        fn sign_verify_round_trip_any_body(body in proptest::collection::vec(any::<u8>(), 0..300), ts in 1_000_000_000i64..4_000_000_000) {
+            for scheme in SchemeName::ALL.into_iter().filter(|s| *s != SchemeName::GenericHmac && *s != SchemeName::Linear) {
+                let (verify_key, sign_key) = keys(scheme);
+                let input = SignInput { body: &body, id: "msg_1", timestamp: ts, url: Some("https://h.example.com/p?q=1"), method: "POST" };
+                let signed = sign(scheme, &sign_key, None, &input).unwrap();
+                let pairs: Vec<(&str, &str)> = signed.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+                let h = headers(&pairs);
+                let mut req = request(&h, &body);
+                req.origin = Some("https://h.example.com");
+                req.path = "/p?q=1";
+                prop_assert_eq!(verifier(scheme, &[&verify_key]).verify(&req, ts + 1), Ok(()), "{}", scheme);
+            }
+        }
+    }
 
     #[test]
     fn timestamps_are_checked_both_ways() {
