@@ -101,7 +101,7 @@ section=$(cat <<MD
 ## Edge filter throughput (\`make bench-filter\`)
 
 Envoy $("$ENVOY" --version | grep -o '1\.[0-9]*\.[0-9]*' | head -1) \`--concurrency 1\`, \`wrk -t1 -c$CONNS -d$DURATION\`, 1 KiB POST with a Standard
-Webhooks signature, route answered by \`direct_response\`; runs alternate baseline/hookmesh.
+Webhooks signature, route answered by \`direct_response\`; the four variants run in turn, round after round.
 Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($cpu), $(uname -sr).
 
 | variant | what it does | median req/s | ratio to (a) | extra µs per request |
