@@ -93,6 +93,23 @@ mod tests {
     use super::*;
     use crate::config::SchemeName::Discord as D;
 
+    /// Signed by an independent ed25519 implementation (Python `cryptography` 48.0.0) with
+    /// the seed `[7; 32]`, framed the Discord way: timestamp followed by body.
+    #[test]
+    fn vector_from_an_independent_implementation() {
+        let pk = "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c";
+        assert_eq!(public_key_for(&hex::encode([7u8; 32])).unwrap(), pk);
+        let sig = "f7caed702889e902c2cde4a4fb00f601284aa47ff4caf84588d7c8c3d8fe7183fd73e13e30d0c07d1515b6684f7b3cfaa231c421768d9667b104f760cf0da302";
+        let h = headers(&[(SIGNATURE, sig), (TIMESTAMP, "1700000000")]);
+        let v = Discord::new(&[pk], "s").unwrap();
+        v.verify(&request(&h, br#"{"type":1}"#), 1_700_000_000, Some(300))
+            .unwrap();
+        assert_eq!(
+            v.verify(&request(&h, br#"{"type":2}"#), 1_700_000_000, Some(300)),
+            Err(VerifyError::NoMatch)
+        );
+    }
+
     #[test]
     fn round_trip_and_bad_keys() {
         let seed = hex::encode([9u8; 32]);

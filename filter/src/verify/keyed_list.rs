@@ -126,6 +126,25 @@ mod tests {
     use super::*;
     use crate::config::SchemeName::*;
 
+    /// Produced by Stripe's own library (stripe-python 16.1.0, `WebhookSignature`).
+    #[test]
+    fn stripe_vector_from_stripe_python() {
+        let body = br#"{"id":"evt_test_webhook","object":"event"}"#;
+        let h = headers(&[(
+            "stripe-signature",
+            "t=1700000000,v1=d95c6b7477fbd7e9f90b1b0ef5f9c7ac25abca5382460e0d988c2b2a5b71b990",
+        )]);
+        let v = verifier(Stripe, &["whsec_test_secret"]);
+        v.verify(&request(&h, body), 1_700_000_000).unwrap();
+        assert_eq!(
+            v.verify(
+                &request(&h, br#"{"id":"evt_test_webhook","object":"evenT"}"#),
+                1_700_000_000
+            ),
+            Err(VerifyError::NoMatch)
+        );
+    }
+
     #[test]
     fn stripe_accepts_any_v1_during_rotation_and_ignores_v0() {
         let body = br#"{"id":"evt_1"}"#;
