@@ -2,9 +2,21 @@
 //! Envoy filters, and delivers webhooks.
 //!
 //! # Layout
-//! - [`cli`]: the command line (`hookmesh sig ...` today); `main.rs` only parses and dispatches.
+//! - [`cli`]: the command line; `main.rs` only parses and dispatches.
+//! - [`server`]: start-up (store, migrations, bootstrap admin key) and graceful serving.
+//! - [`api`]: the REST API, one module per resource, problem+json errors, OpenAPI.
+//! - [`store`]: the `Store` trait with SQLite and PostgreSQL implementations.
+//! - [`secrets`]: AEAD sealing of secrets at rest under a master key.
+//! - [`telemetry`]: logging and Prometheus metrics.
+//! - [`ids`]: time-ordered prefixed ids, random tokens, time.
 //!
 //! The signature schemes are not reimplemented here: [`hookmesh_filter`] is the one
 //! implementation, used by the Envoy filter to verify and by this crate to sign and debug.
 
+pub mod api;
 pub mod cli;
+pub mod ids;
+pub mod secrets;
+pub mod server;
+pub mod store;
+pub mod telemetry;

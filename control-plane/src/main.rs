@@ -1,7 +1,7 @@
 //! The `hookmesh` binary: parses the command line and calls the library.
 
 use clap::Parser;
-use hookmesh::cli::{sig, Cli, Command};
+use hookmesh::cli::{serve, sig, Cli, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -9,7 +9,24 @@ fn main() -> ExitCode {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
+    let run = |fut: std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>| {
+        let result = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(fut));
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        }
+    };
     match cli.command {
+        Command::Serve(args) => run(Box::pin(serve::serve(args))),
+        Command::Migrate(args) => run(Box::pin(serve::migrate(args))),
+        Command::Rekey(args) => run(Box::pin(serve::rekey(args))),
         Command::Sig(cmd) => match sig::run(&cmd, now, &mut std::io::stdout().lock()) {
             Ok(sig::SigOutcome::Ok) => ExitCode::SUCCESS,
             Ok(sig::SigOutcome::Invalid) => ExitCode::from(1),

@@ -13,6 +13,7 @@ use std::fmt;
 
 /// Top-level filter configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
     /// Inbound webhook sources; a request is matched to at most one.
@@ -28,6 +29,7 @@ pub struct FilterConfig {
 
 /// What to do with requests that match no source.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DefaultAction {
     /// Answer 404: only declared webhook sources are reachable (the safe default).
@@ -39,6 +41,7 @@ pub enum DefaultAction {
 
 /// Deployment facts about the proxies in front of Envoy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NetworkConfig {
     /// Number of trusted proxies (load balancers) between the internet and this Envoy.
@@ -51,6 +54,7 @@ pub struct NetworkConfig {
 
 /// One inbound webhook source.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// Unique name, `[a-z0-9_-]{1,64}`; shown in metrics and sent upstream as `x-hookmesh-source`.
@@ -75,9 +79,32 @@ pub struct SourceConfig {
     pub limits: LimitsConfig,
 }
 
+impl SourceConfig {
+    /// Every secret in the source, in a fixed order (verification secrets, API keys, Basic
+    /// passwords, JWT HMAC secrets), so a store can seal them apart from the rest.
+    pub fn secrets_mut(&mut self) -> Vec<&mut Secret> {
+        let mut out: Vec<&mut Secret> = Vec::new();
+        if let Some(v) = &mut self.verify {
+            out.extend(v.secrets.iter_mut());
+        }
+        match &mut self.auth {
+            Some(AuthConfig::ApiKey { keys, .. }) => out.extend(keys.iter_mut()),
+            Some(AuthConfig::Basic { users }) => {
+                out.extend(users.iter_mut().map(|u| &mut u.password))
+            }
+            Some(AuthConfig::Jwt(j)) => {
+                out.extend(j.keys.iter_mut().filter_map(|k| k.secret.as_mut()))
+            }
+            None => {}
+        }
+        out
+    }
+}
+
 /// Request matching: host and/or path prefix. The longest matching prefix wins; on equal
 /// prefixes a source naming a host wins over one that does not.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     /// Exact host (case-insensitive, port ignored), or `*.example.com` for any subdomain.
@@ -90,6 +117,7 @@ pub struct MatchConfig {
 
 /// Signature verification settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct VerifyConfig {
     /// The signature scheme.
@@ -115,6 +143,7 @@ pub struct VerifyConfig {
 
 /// Supported signature schemes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SchemeName {
     /// Standard Webhooks: `webhook-*` headers, `v1` (HMAC-SHA256, `whsec_`) and `v1a` (ed25519, `whpk_`).
@@ -200,6 +229,7 @@ impl fmt::Display for SchemeName {
 
 /// A generic HMAC scheme: which header carries the signature and what bytes are signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GenericHmacConfig {
     /// Header carrying the signature.
@@ -234,6 +264,7 @@ fn default_template() -> String {
 
 /// HMAC digest algorithm.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HmacAlgorithm {
     /// HMAC-SHA1 (legacy providers only).
@@ -247,6 +278,7 @@ pub enum HmacAlgorithm {
 
 /// How a signature is encoded in its header.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SignatureEncoding {
     /// Lower- or upper-case hexadecimal.
@@ -258,6 +290,7 @@ pub enum SignatureEncoding {
 
 /// Unit of a timestamp header.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TimestampUnit {
     /// Unix seconds.
@@ -269,6 +302,7 @@ pub enum TimestampUnit {
 
 /// Caller authentication.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AuthConfig {
     /// A static key in a header.
@@ -297,6 +331,7 @@ fn default_api_key_header() -> String {
 
 /// One HTTP Basic credential.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BasicUser {
     /// User name.
@@ -307,6 +342,7 @@ pub struct BasicUser {
 
 /// JWT bearer validation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     /// Keys given one by one.
@@ -332,6 +368,7 @@ fn default_leeway() -> u64 {
 
 /// One JWT verification key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JwtKeyConfig {
     /// Key id; when set, only tokens with this `kid` use the key.
@@ -349,6 +386,7 @@ pub struct JwtKeyConfig {
 
 /// JWT signature algorithms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum JwtAlgorithm {
     /// HMAC-SHA256.
     HS256,
@@ -360,6 +398,7 @@ pub enum JwtAlgorithm {
 
 /// Token-bucket parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Sustained requests per second.
@@ -373,6 +412,7 @@ pub struct RateLimitConfig {
 
 /// What a rate-limit bucket is keyed by.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum RateLimitKey {
     /// The real client address (see [`NetworkConfig`]).
@@ -384,6 +424,7 @@ pub enum RateLimitKey {
 
 /// Method, size and transport limits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Allowed methods (upper case); empty allows any. Default `["POST"]`.
@@ -417,6 +458,7 @@ fn default_max_body() -> u64 {
 
 /// A secret or key. Its `Debug` output is masked so it never reaches logs.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct Secret(pub String);
 

@@ -1,5 +1,6 @@
 //! Command-line interface.
 
+pub mod serve;
 pub mod sig;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +17,12 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the control plane (applies migrations first).
+    Serve(serve::ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate(serve::DbArgs),
+    /// Re-seal every stored secret under the current master key (after a key rotation).
+    Rekey(serve::RekeyArgs),
     /// Sign or verify webhook signatures with the filter's own code (debugging aid).
     #[command(subcommand)]
     Sig(sig::SigCommand),

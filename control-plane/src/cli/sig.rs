@@ -228,7 +228,9 @@ mod tests {
             std::iter::once("hookmesh").chain(args.iter().copied()),
         )
         .unwrap();
-        let crate::cli::Command::Sig(cmd) = cli.command;
+        let crate::cli::Command::Sig(cmd) = cli.command else {
+            panic!("not a sig command")
+        };
         let mut out = Vec::new();
         let r = run(&cmd, now, &mut out);
         (r, String::from_utf8(out).unwrap())

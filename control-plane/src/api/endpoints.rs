@@ -1,0 +1,581 @@
+//! `/v1/endpoints`: outbound destinations. Each has a `whsec_` signing secret (generated unless
+//! given, sealed at rest) that can be read with `GET …/secret` and rotated with an overlap
+//! during which the previous one stays valid.
+
+use super::auth::{Access, Area, Principal};
+use super::error::{ApiError, FieldError};
+use super::extract::{AppJson, AppQuery, IfMatch, Page, PageParams};
+use super::resource::{audit, check_if_match, load, require_tenant, with_etag};
+use super::AppState;
+use crate::ids::{new_id, now_ms, random_bytes, rfc3339};
+use crate::store::{Kind, ListQuery, Resource};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Longest overlap a rotation may keep the previous secret valid: 30 days.
+const MAX_OVERLAP_SECS: u64 = 30 * 24 * 3600;
+
+/// How failed deliveries are retried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RetryPolicy {
+    /// Delays growing by `multiplier` from `initial_secs` up to `max_secs`.
+    Exponential {
+        /// First delay.
+        initial_secs: u64,
+        /// Growth factor (≥ 1).
+        multiplier: f64,
+        /// Longest delay.
+        max_secs: u64,
+        /// Attempts before dead-lettering.
+        max_attempts: u32,
+        /// Give up after this long since the first attempt.
+        max_age_secs: Option<u64>,
+    },
+    /// Explicit delays between attempts.
+    Schedule {
+        /// Delay before each retry.
+        delays_secs: Vec<u64>,
+    },
+}
+
+/// Create or replace an endpoint.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointInput {
+    /// Owning tenant (required with a global key; defaults to the key's tenant).
+    pub tenant_id: Option<String>,
+    /// Destination URL (http or https).
+    pub url: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Subscribed event types; `invoice.*` matches every `invoice.` type; empty means all.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Retry policy; the server default when absent.
+    #[serde(default)]
+    pub retry_policy: Option<RetryPolicy>,
+    /// Deliveries per second at most.
+    #[serde(default)]
+    pub rate_limit_per_sec: Option<f64>,
+    /// Disabled endpoints receive nothing.
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    /// Free-form labels.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Signing secret (`whsec_` + base64 of 24 to 64 bytes); generated when absent. Ignored by
+    /// replace: rotate instead.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+/// An endpoint (its secret is read separately).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Endpoint {
+    /// Id (`ep_…`).
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Destination URL.
+    pub url: String,
+    /// Free text.
+    pub description: String,
+    /// Subscribed event types.
+    pub event_types: Vec<String>,
+    /// Extra request headers.
+    pub headers: BTreeMap<String, String>,
+    /// Retry policy, when not the default.
+    pub retry_policy: Option<RetryPolicy>,
+    /// Deliveries per second at most.
+    pub rate_limit_per_sec: Option<f64>,
+    /// Whether deliveries are made.
+    pub enabled: bool,
+    /// Free-form labels.
+    pub metadata: BTreeMap<String, String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+    /// The `ETag`.
+    pub version: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    url: String,
+    description: String,
+    event_types: Vec<String>,
+    headers: BTreeMap<String, String>,
+    retry_policy: Option<RetryPolicy>,
+    rate_limit_per_sec: Option<f64>,
+    enabled: bool,
+    metadata: BTreeMap<String, String>,
+}
+
+/// The signing secrets of an endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EndpointSecret {
+    /// The current secret: deliveries are signed with it.
+    pub key: String,
+    /// Previous secrets still valid during a rotation overlap.
+    pub previous: Vec<PreviousSecret>,
+}
+
+/// A rotated-out secret.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PreviousSecret {
+    /// The secret.
+    pub key: String,
+    /// RFC 3339 time it stops being used.
+    pub expires_at: String,
+}
+
+/// Rotate the signing secret.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateInput {
+    /// The new secret; generated when absent.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// How long the previous secret stays valid (default 86400, at most 30 days).
+    #[serde(default)]
+    pub overlap_secs: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SealedSecrets {
+    current: String,
+    previous: Vec<(String, i64)>,
+}
+
+fn validate(input: &EndpointInput) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    let mut bad = |field: &str, message: &str| {
+        errors.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        })
+    };
+    match url::Url::parse(&input.url) {
+        Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some() => {}
+        Ok(_) => bad("url", "must be an http or https URL with a host"),
+        Err(e) => bad("url", &format!("not a URL: {e}")),
+    }
+    for (i, t) in input.event_types.iter().enumerate() {
+        let name = t.strip_suffix(".*").unwrap_or(t);
+        let ok = t == "*"
+            || (!name.is_empty()
+                && name.len() <= 128
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)));
+        if !ok {
+            bad(&format!("event_types[{i}]"), "an event type name (letters, digits, `_`, `.`, `-`), optionally ending in `.*`, or `*`");
+        }
+    }
+    for name in input.headers.keys() {
+        let lower = name.to_ascii_lowercase();
+        let token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            bad(&format!("headers.{name}"), "not a valid header name");
+        } else if [
+            "host",
+            "content-length",
+            "content-type",
+            "transfer-encoding",
+            "connection",
+        ]
+        .contains(&lower.as_str())
+            || lower.starts_with("webhook-")
+            || lower.starts_with("svix-")
+        {
+            bad(&format!("headers.{name}"), "set by hookmesh itself");
+        }
+    }
+    if input
+        .rate_limit_per_sec
+        .is_some_and(|r| !(r.is_finite() && r > 0.0))
+    {
+        bad("rate_limit_per_sec", "must be a positive number");
+    }
+    match &input.retry_policy {
+        Some(RetryPolicy::Exponential {
+            initial_secs,
+            multiplier,
+            max_secs,
+            max_attempts,
+            ..
+        }) => {
+            if *initial_secs == 0 || initial_secs > max_secs {
+                bad(
+                    "retry_policy.initial_secs",
+                    "must be at least 1 and at most max_secs",
+                );
+            }
+            if !(multiplier.is_finite() && *multiplier >= 1.0) {
+                bad("retry_policy.multiplier", "must be at least 1");
+            }
+            if *max_attempts == 0 || *max_attempts > 100 {
+                bad("retry_policy.max_attempts", "must be 1 to 100");
+            }
+        }
+        Some(RetryPolicy::Schedule { delays_secs })
+            if delays_secs.is_empty() || delays_secs.len() > 100 =>
+        {
+            bad("retry_policy.delays_secs", "must list 1 to 100 delays");
+        }
+        _ => {}
+    }
+    if let Some(s) = &input.secret {
+        if let Err(m) = check_secret(s) {
+            bad("secret", m);
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+fn check_secret(s: &str) -> Result<(), &'static str> {
+    let raw = s.strip_prefix("whsec_").ok_or("must start with `whsec_`")?;
+    let bytes = STANDARD
+        .decode(raw)
+        .map_err(|_| "must be `whsec_` followed by base64")?;
+    if (24..=64).contains(&bytes.len()) {
+        Ok(())
+    } else {
+        Err("must encode 24 to 64 bytes")
+    }
+}
+
+fn generate_secret() -> String {
+    format!("whsec_{}", STANDARD.encode(random_bytes(32)))
+}
+
+fn stored(input: EndpointInput) -> Stored {
+    Stored {
+        url: input.url,
+        description: input.description,
+        event_types: input.event_types,
+        headers: input.headers,
+        retry_policy: input.retry_policy,
+        rate_limit_per_sec: input.rate_limit_per_sec,
+        enabled: input.enabled,
+        metadata: input.metadata,
+    }
+}
+
+fn view(r: &Resource) -> Result<Endpoint, ApiError> {
+    let s: Stored = serde_json::from_value(r.body.clone()).map_err(ApiError::internal)?;
+    Ok(Endpoint {
+        id: r.id.clone(),
+        tenant_id: r.tenant_id.clone(),
+        url: s.url,
+        description: s.description,
+        event_types: s.event_types,
+        headers: s.headers,
+        retry_policy: s.retry_policy,
+        rate_limit_per_sec: s.rate_limit_per_sec,
+        enabled: s.enabled,
+        metadata: s.metadata,
+        created_at: rfc3339(r.created_at),
+        updated_at: rfc3339(r.updated_at),
+        version: r.version,
+    })
+}
+
+fn open_secrets(state: &AppState, r: &Resource) -> Result<SealedSecrets, ApiError> {
+    let sealed = r.secrets.as_deref().ok_or_else(|| {
+        ApiError::internal(crate::store::StoreError::Corrupt(
+            "endpoint without secret".into(),
+        ))
+    })?;
+    serde_json::from_slice(&state.keys.open(sealed, &r.id).map_err(ApiError::internal)?)
+        .map_err(ApiError::internal)
+}
+
+fn seal_secrets(state: &AppState, id: &str, s: &SealedSecrets) -> Result<Vec<u8>, ApiError> {
+    Ok(state
+        .keys
+        .seal(&serde_json::to_vec(s).map_err(ApiError::internal)?, id))
+}
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, replace, remove))
+        .routes(routes!(get_secret))
+        .routes(routes!(rotate_secret))
+}
+
+/// List endpoints.
+#[utoipa::path(get, path = "/v1/endpoints", tag = "endpoints", params(PageParams),
+    responses((status = 200, body = Page<Endpoint>), (status = 401, body = super::error::Problem), (status = 403, body = super::error::Problem)))]
+async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    AppQuery(page): AppQuery<PageParams>,
+) -> Result<AppJson<Page<Endpoint>>, ApiError> {
+    who.require(Area::Endpoints, Access::Read)?;
+    let limit = page.limit()?;
+    let q = ListQuery {
+        kind: Kind::Endpoint,
+        tenant_id: who.tenant_filter(page.tenant_id.as_deref())?,
+        after: page.after.clone(),
+        limit: limit + 1,
+    };
+    let items = state
+        .store
+        .list(&q)
+        .await?
+        .iter()
+        .map(view)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AppJson(Page::from_fetched(items, limit, |e| e.id.clone())))
+}
+
+/// Create an endpoint.
+#[utoipa::path(post, path = "/v1/endpoints", tag = "endpoints", request_body = EndpointInput,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for retries of the same request")),
+    responses((status = 201, body = Endpoint), (status = 403, body = super::error::Problem), (status = 404, body = super::error::Problem), (status = 422, body = super::error::Problem)))]
+async fn create(
+    State(state): State<AppState>,
+    who: Principal,
+    AppJson(input): AppJson<EndpointInput>,
+) -> Result<Response, ApiError> {
+    who.require(Area::Endpoints, Access::Write)?;
+    validate(&input)?;
+    let tenant = who.tenant_for_create(input.tenant_id.as_deref())?;
+    require_tenant(&state, &who, &tenant).await?;
+    let id = new_id("ep");
+    let secrets = SealedSecrets {
+        current: input.secret.clone().unwrap_or_else(generate_secret),
+        previous: Vec::new(),
+    };
+    let body = serde_json::to_value(stored(input)).map_err(ApiError::internal)?;
+    let now = now_ms();
+    let r = Resource {
+        kind: Kind::Endpoint,
+        id: id.clone(),
+        tenant_id: tenant.clone(),
+        unique_key: id.clone(),
+        body: body.clone(),
+        secrets: Some(seal_secrets(&state, &id, &secrets)?),
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    state
+        .store
+        .insert(
+            &r,
+            &audit(
+                &who,
+                "create",
+                Kind::Endpoint,
+                &id,
+                Some(&tenant),
+                serde_json::json!({"after": body}),
+            ),
+        )
+        .await?;
+    Ok(with_etag(StatusCode::CREATED, 1, view(&r)?))
+}
+
+/// Get an endpoint.
+#[utoipa::path(get, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path)),
+    responses((status = 200, body = Endpoint), (status = 404, body = super::error::Problem)))]
+async fn get(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    who.require(Area::Endpoints, Access::Read)?;
+    let r = load(&state, &who, Kind::Endpoint, &id).await?;
+    Ok(with_etag(StatusCode::OK, r.version, view(&r)?))
+}
+
+/// Replace an endpoint (its secret is kept; rotate it separately). Honours `If-Match`.
+#[utoipa::path(put, path = "/v1/endpoints/{id}", tag = "endpoints", request_body = EndpointInput,
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "The ETag last read")),
+    responses((status = 200, body = Endpoint), (status = 404, body = super::error::Problem), (status = 412, body = super::error::Problem), (status = 422, body = super::error::Problem)))]
+async fn replace(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    IfMatch(if_match): IfMatch,
+    AppJson(input): AppJson<EndpointInput>,
+) -> Result<Response, ApiError> {
+    who.require(Area::Endpoints, Access::Write)?;
+    validate(&input)?;
+    let old = load(&state, &who, Kind::Endpoint, &id).await?;
+    check_if_match(if_match, old.version)?;
+    if input
+        .tenant_id
+        .as_ref()
+        .is_some_and(|t| *t != old.tenant_id)
+    {
+        return Err(ApiError::field(
+            "tenant_id",
+            "an endpoint cannot move to another tenant",
+        ));
+    }
+    let body = serde_json::to_value(stored(input)).map_err(ApiError::internal)?;
+    let r = Resource {
+        body: body.clone(),
+        version: old.version + 1,
+        updated_at: now_ms(),
+        ..old.clone()
+    };
+    let diff = serde_json::json!({"before": old.body, "after": body});
+    state
+        .store
+        .update(
+            &r,
+            old.version,
+            &audit(
+                &who,
+                "update",
+                Kind::Endpoint,
+                &id,
+                Some(&old.tenant_id),
+                diff,
+            ),
+        )
+        .await?;
+    Ok(with_etag(StatusCode::OK, r.version, view(&r)?))
+}
+
+/// Delete an endpoint.
+#[utoipa::path(delete, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 204), (status = 404, body = super::error::Problem), (status = 412, body = super::error::Problem)))]
+async fn remove(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    IfMatch(if_match): IfMatch,
+) -> Result<StatusCode, ApiError> {
+    who.require(Area::Endpoints, Access::Write)?;
+    let old = load(&state, &who, Kind::Endpoint, &id).await?;
+    check_if_match(if_match, old.version)?;
+    state
+        .store
+        .delete(
+            Kind::Endpoint,
+            &id,
+            Some(old.version),
+            &audit(
+                &who,
+                "delete",
+                Kind::Endpoint,
+                &id,
+                Some(&old.tenant_id),
+                serde_json::json!({"before": old.body}),
+            ),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn secret_view(s: &SealedSecrets, now: i64) -> EndpointSecret {
+    EndpointSecret {
+        key: s.current.clone(),
+        previous: s
+            .previous
+            .iter()
+            .filter(|(_, exp)| *exp > now)
+            .map(|(k, exp)| PreviousSecret {
+                key: k.clone(),
+                expires_at: rfc3339(*exp),
+            })
+            .collect(),
+    }
+}
+
+/// Read the signing secret (needs write access to endpoints: it lets the holder forge deliveries).
+#[utoipa::path(get, path = "/v1/endpoints/{id}/secret", tag = "endpoints", params(("id" = String, Path)),
+    responses((status = 200, body = EndpointSecret), (status = 403, body = super::error::Problem), (status = 404, body = super::error::Problem)))]
+async fn get_secret(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<AppJson<EndpointSecret>, ApiError> {
+    who.require(Area::Endpoints, Access::Write)?;
+    let r = load(&state, &who, Kind::Endpoint, &id).await?;
+    Ok(AppJson(secret_view(&open_secrets(&state, &r)?, now_ms())))
+}
+
+/// Rotate the signing secret; the previous one stays valid for `overlap_secs`.
+#[utoipa::path(post, path = "/v1/endpoints/{id}/secret/rotate", tag = "endpoints", request_body = RotateInput,
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for retries of the same request")),
+    responses((status = 200, body = EndpointSecret), (status = 404, body = super::error::Problem), (status = 422, body = super::error::Problem)))]
+async fn rotate_secret(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    AppJson(input): AppJson<RotateInput>,
+) -> Result<AppJson<EndpointSecret>, ApiError> {
+    who.require(Area::Endpoints, Access::Write)?;
+    if let Some(k) = &input.key {
+        check_secret(k).map_err(|m| ApiError::field("key", m))?;
+    }
+    let overlap = input.overlap_secs.unwrap_or(86_400);
+    if overlap > MAX_OVERLAP_SECS {
+        return Err(ApiError::field("overlap_secs", "at most 2592000 (30 days)"));
+    }
+    let old = load(&state, &who, Kind::Endpoint, &id).await?;
+    let mut secrets = open_secrets(&state, &old)?;
+    let now = now_ms();
+    let new_key = input.key.unwrap_or_else(generate_secret);
+    secrets.previous.retain(|(_, exp)| *exp > now);
+    let replaced = std::mem::replace(&mut secrets.current, new_key);
+    if overlap > 0 {
+        secrets
+            .previous
+            .push((replaced, now + (overlap as i64) * 1000));
+    }
+    let r = Resource {
+        secrets: Some(seal_secrets(&state, &id, &secrets)?),
+        version: old.version + 1,
+        updated_at: now,
+        ..old.clone()
+    };
+    let diff = serde_json::json!({"secret": "rotated", "overlap_secs": overlap});
+    state
+        .store
+        .update(
+            &r,
+            old.version,
+            &audit(
+                &who,
+                "rotate",
+                Kind::Endpoint,
+                &id,
+                Some(&old.tenant_id),
+                diff,
+            ),
+        )
+        .await?;
+    Ok(AppJson(secret_view(&secrets, now)))
+}

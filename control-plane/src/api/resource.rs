@@ -1,0 +1,78 @@
+//! What every resource handler shares: loading with tenant checks, audit entries, ETags.
+
+use super::auth::Principal;
+use super::error::ApiError;
+use super::extract::{etag, AppJson};
+use super::AppState;
+use crate::store::{AuditEntry, Kind, Resource};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// An audit entry for an action of `who` on a resource.
+pub fn audit(
+    who: &Principal,
+    action: &str,
+    kind: Kind,
+    id: &str,
+    tenant_id: Option<&str>,
+    diff: serde_json::Value,
+) -> AuditEntry {
+    AuditEntry {
+        id: crate::ids::new_id("aud"),
+        tenant_id: tenant_id.filter(|t| !t.is_empty()).map(str::to_owned),
+        actor: who.key_id.clone(),
+        action: action.to_owned(),
+        resource_type: kind.as_str().to_owned(),
+        resource_id: id.to_owned(),
+        diff,
+        at: crate::ids::now_ms(),
+    }
+}
+
+/// Loads a resource the caller may see; another tenant's is "not found".
+///
+/// # Errors
+/// 404, or a storage failure.
+pub async fn load(
+    state: &AppState,
+    who: &Principal,
+    kind: Kind,
+    id: &str,
+) -> Result<Resource, ApiError> {
+    let r = state.store.get(kind, id).await?.ok_or(ApiError::NotFound)?;
+    who.see(&r.tenant_id)?;
+    Ok(r)
+}
+
+/// Checks that the tenant a resource is created in exists (and is visible).
+///
+/// # Errors
+/// 404 for an unknown tenant.
+pub async fn require_tenant(
+    state: &AppState,
+    who: &Principal,
+    tenant_id: &str,
+) -> Result<(), ApiError> {
+    load(state, who, Kind::Tenant, tenant_id).await.map(|_| ())
+}
+
+/// Fails with 412 when `If-Match` names another version.
+///
+/// # Errors
+/// 412.
+pub fn check_if_match(if_match: Option<i64>, current: i64) -> Result<(), ApiError> {
+    match if_match {
+        Some(v) if v != current => Err(ApiError::PreconditionFailed),
+        _ => Ok(()),
+    }
+}
+
+/// A JSON response carrying the resource's `ETag`.
+pub fn with_etag<T: Serialize>(status: StatusCode, version: i64, body: T) -> Response {
+    let mut resp = (status, AppJson(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&etag(version)) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}

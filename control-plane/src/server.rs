@@ -1,0 +1,164 @@
+//! Running the control plane: open the store, migrate, make sure an admin key exists, serve
+//! until shutdown.
+
+use crate::api::auth::{generate_key, hash_key, KeyRecord, Principal};
+use crate::api::{self, AppState};
+use crate::secrets::MasterKeys;
+use crate::store::{self, Kind, Store};
+use crate::telemetry::Metrics;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The database.
+    #[error("database: {0}")]
+    Store(#[from] store::StoreError),
+    /// The master key.
+    #[error("master key: {0}")]
+    Secrets(#[from] crate::secrets::SecretsError),
+    /// Creating the bootstrap key.
+    #[error("bootstrap admin key: {0}")]
+    Bootstrap(String),
+    /// The listener.
+    #[error("serving: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The default database: `hookmesh.db` in the data directory.
+pub fn default_database_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("hookmesh.db").display())
+}
+
+/// Opens and migrates the store.
+///
+/// # Errors
+/// Connection or migration failures.
+pub async fn open_store(url: &str, data_dir: &Path) -> Result<Arc<dyn Store>, ServeError> {
+    if !url.starts_with("postgres") {
+        std::fs::create_dir_all(data_dir)?;
+    }
+    let store = store::open(url).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Makes sure an admin key exists: `HOOKMESH_ADMIN_KEY` if given, else a generated one when the
+/// store has none. Returns a generated key so the caller can print it once.
+///
+/// # Errors
+/// Storage failures.
+pub async fn bootstrap_admin(
+    state: &AppState,
+    configured: Option<&str>,
+) -> Result<Option<String>, ServeError> {
+    let system = Principal::new("system", None, &["admin"]);
+    let (secret, generated) = match configured {
+        Some(k)
+            if state
+                .store
+                .get_by_key(Kind::ApiKey, &hash_key(k))
+                .await?
+                .is_some() =>
+        {
+            return Ok(None)
+        }
+        Some(k) => (k.to_owned(), false),
+        None if !state.store.list_all(Kind::ApiKey).await?.is_empty() => return Ok(None),
+        None => (generate_key(), true),
+    };
+    let record = KeyRecord {
+        name: if generated {
+            "bootstrap (generated)".into()
+        } else {
+            "bootstrap (HOOKMESH_ADMIN_KEY)".into()
+        },
+        tenant_id: None,
+        scopes: vec!["admin".into()],
+        prefix: secret.chars().take(10).collect(),
+        expires_at: None,
+        revoked_at: None,
+    };
+    api::keys_insert(state, &system, record, &secret)
+        .await
+        .map_err(|e| ServeError::Bootstrap(e.to_string()))?;
+    Ok(generated.then_some(secret))
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then drains in-flight requests.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    // Forget idempotency keys past their retention, hourly, for as long as we serve.
+    let store = state.store.clone();
+    let purge = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            if let Err(e) = store
+                .idempotency_purge(crate::ids::now_ms() - api::IDEMPOTENCY_RETENTION_MS)
+                .await
+            {
+                tracing::warn!(error = %e, "idempotency purge failed");
+            }
+        }
+    });
+    let app = api::router(state);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    purge.abort();
+    Ok(result?)
+}
+
+/// Builds the state from an opened store and the master keys.
+pub fn state(store: Arc<dyn Store>, keys: MasterKeys) -> AppState {
+    AppState {
+        store,
+        keys: Arc::new(keys),
+        metrics: Arc::new(Metrics::default()),
+    }
+}
+
+/// Re-seals every secret under the current master key. Returns how many were re-sealed.
+///
+/// # Errors
+/// A secret no configured key opens, or storage failures.
+pub async fn rekey(state: &AppState) -> Result<usize, ServeError> {
+    let system = Principal::new("system", None, &["admin"]);
+    let mut n = 0;
+    for kind in [Kind::Source, Kind::Endpoint] {
+        for r in state.store.list_all(kind).await? {
+            let Some(sealed) = &r.secrets else { continue };
+            if !state.keys.is_stale(sealed) {
+                continue;
+            }
+            let plain = state.keys.open(sealed, &r.id)?;
+            let updated = store::Resource {
+                secrets: Some(state.keys.seal(&plain, &r.id)),
+                version: r.version + 1,
+                updated_at: crate::ids::now_ms(),
+                ..r.clone()
+            };
+            let audit = api::audit_entry(
+                &system,
+                "rekey",
+                kind,
+                &r.id,
+                Some(&r.tenant_id),
+                serde_json::json!({"secrets": "re-sealed under the current master key"}),
+            );
+            state.store.update(&updated, r.version, &audit).await?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}

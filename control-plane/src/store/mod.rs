@@ -1,0 +1,251 @@
+//! Durable storage: one [`Store`] trait, implemented for SQLite (the embedded default) and
+//! PostgreSQL (several replicas). The SQL is written once (`sql.rs`) in the dialect both
+//! accept and instantiated per backend; only the migrations differ.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use std::sync::Arc;
+
+/// The kinds of configuration resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A tenant (its `tenant_id` is its own id).
+    Tenant,
+    /// An inbound source.
+    Source,
+    /// An outbound endpoint.
+    Endpoint,
+    /// An event type (name + version).
+    EventType,
+    /// An API key (`unique_key` is the key's hash).
+    ApiKey,
+}
+
+impl Kind {
+    /// Stored name, also used as `resource_type` in the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Tenant => "tenant",
+            Kind::Source => "source",
+            Kind::Endpoint => "endpoint",
+            Kind::EventType => "event_type",
+            Kind::ApiKey => "api_key",
+        }
+    }
+}
+
+/// A stored configuration resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    /// Kind.
+    pub kind: Kind,
+    /// Prefixed id.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Unique per kind (a name, a hash...).
+    pub unique_key: String,
+    /// The resource without secrets.
+    pub body: serde_json::Value,
+    /// AEAD-encrypted secrets, if any.
+    pub secrets: Option<Vec<u8>>,
+    /// Incremented by every update (the ETag).
+    pub version: i64,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds.
+    pub updated_at: i64,
+}
+
+/// One audit-log entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    /// Prefixed id (time-ordered).
+    pub id: String,
+    /// Tenant of the resource, when it has one.
+    pub tenant_id: Option<String>,
+    /// API key id that acted.
+    pub actor: String,
+    /// `create`, `update`, `delete`, `rotate`, `revoke`.
+    pub action: String,
+    /// Resource kind.
+    pub resource_type: String,
+    /// Resource id.
+    pub resource_id: String,
+    /// Before/after, with secrets masked.
+    pub diff: serde_json::Value,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+/// A page of resources of one kind.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    /// Kind to list.
+    pub kind: Kind,
+    /// Only this tenant's.
+    pub tenant_id: Option<String>,
+    /// Ids strictly after this one.
+    pub after: Option<String>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// Audit-log filters.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only this tenant's entries.
+    pub tenant_id: Option<String>,
+    /// Only this resource type.
+    pub resource_type: Option<String>,
+    /// Only this resource.
+    pub resource_id: Option<String>,
+    /// Only this actor.
+    pub actor: Option<String>,
+    /// At or after (unix ms).
+    pub since: Option<i64>,
+    /// Before (unix ms).
+    pub until: Option<i64>,
+    /// Ids strictly after this one.
+    pub after: Option<String>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// A stored idempotent response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotentResponse {
+    /// Hash of method, path and body of the first request.
+    pub fingerprint: String,
+    /// HTTP status; 0 while the first request is still running.
+    pub status: i64,
+    /// Response content type.
+    pub content_type: Option<String>,
+    /// Response body.
+    pub body: Option<Vec<u8>>,
+}
+
+/// What reserving an idempotency key found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reservation {
+    /// The key is new and now reserved for this request.
+    Reserved,
+    /// The key was used before.
+    Existing(IdempotentResponse),
+}
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such row.
+    #[error("not found")]
+    NotFound,
+    /// A unique key is taken.
+    #[error("already exists")]
+    Duplicate,
+    /// The row changed since it was read (version mismatch).
+    #[error("version conflict")]
+    VersionConflict,
+    /// Stored data could not be decoded.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The database failed.
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+    /// Migrations failed.
+    #[error("migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate,
+            _ => StoreError::Database(e),
+        }
+    }
+}
+
+/// Storage operations. Every mutation writes its audit entry in the same transaction.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// Checks the database answers and migrations are applied.
+    async fn ready(&self) -> Result<(), StoreError>;
+    /// Connections: (in use, idle).
+    fn pool_stats(&self) -> (u32, u32);
+
+    /// Inserts a resource.
+    async fn insert(&self, r: &Resource, audit: &AuditEntry) -> Result<(), StoreError>;
+    /// A resource by id.
+    async fn get(&self, kind: Kind, id: &str) -> Result<Option<Resource>, StoreError>;
+    /// A resource by its unique key.
+    async fn get_by_key(&self, kind: Kind, key: &str) -> Result<Option<Resource>, StoreError>;
+    /// A page of resources, ordered by id.
+    async fn list(&self, q: &ListQuery) -> Result<Vec<Resource>, StoreError>;
+    /// Every resource of a kind (configuration compilation, re-encryption).
+    async fn list_all(&self, kind: Kind) -> Result<Vec<Resource>, StoreError>;
+    /// Replaces a resource if its stored version is `expected_version`; bumps nothing itself
+    /// (`r.version` is the new version).
+    async fn update(
+        &self,
+        r: &Resource,
+        expected_version: i64,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
+    /// Deletes a resource (if at `expected_version`, when given).
+    async fn delete(
+        &self,
+        kind: Kind,
+        id: &str,
+        expected_version: Option<i64>,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
+    /// Resources of a kind owned by a tenant.
+    async fn count(&self, kind: Kind, tenant_id: &str) -> Result<i64, StoreError>;
+
+    /// Audit entries, ordered by id.
+    async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Reserves an idempotency key, or returns what it stored.
+    async fn idempotency_reserve(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        now: i64,
+    ) -> Result<Reservation, StoreError>;
+    /// Stores the response for a reserved key.
+    async fn idempotency_complete(
+        &self,
+        key: &str,
+        status: i64,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<(), StoreError>;
+    /// Forgets a key (the request failed and may be retried).
+    async fn idempotency_release(&self, key: &str) -> Result<(), StoreError>;
+    /// Forgets keys older than `before` (unix ms).
+    async fn idempotency_purge(&self, before: i64) -> Result<u64, StoreError>;
+}
+
+/// Opens the store a database URL names: `postgres://…` or `sqlite:…`.
+///
+/// # Errors
+/// An unsupported URL or a failed connection.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url).await?))
+    } else {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    }
+}

@@ -1,0 +1,39 @@
+//! PostgreSQL, for several control-plane replicas sharing one database.
+
+use super::sql::{parse_kind, sql_store, DbTypes};
+use super::{
+    AuditEntry, AuditQuery, IdempotentResponse, Kind, ListQuery, Reservation, Resource, Store,
+    StoreError,
+};
+use sqlx::postgres::PgPoolOptions;
+use std::time::Duration;
+
+/// The PostgreSQL store.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: sqlx::PgPool,
+}
+
+impl DbTypes for PgStore {
+    type Db = sqlx::Postgres;
+    type Row = sqlx::postgres::PgRow;
+}
+
+impl PgStore {
+    const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+    /// Connects to a `postgres://` URL.
+    ///
+    /// # Errors
+    /// When the server cannot be reached or refuses the credentials.
+    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        Ok(PgStore { pool })
+    }
+}
+
+sql_store!(PgStore, "postgres");
