@@ -34,6 +34,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use idempotency::RETENTION_MS as IDEMPOTENCY_RETENTION_MS;
 pub use keys::insert_key as keys_insert;
 pub use resource::audit as audit_entry;
+pub use sources::open_spec as open_source_spec;
 
 /// Request bodies above this are refused with 413.
 pub const BODY_LIMIT: usize = 1024 * 1024;

@@ -1,0 +1,8 @@
+//! API tests: every scenario runs on SQLite and on PostgreSQL (`both!`).
+
+mod support;
+
+mod access;
+mod conventions;
+mod resources;
+mod secrets;

@@ -1,0 +1,73 @@
+//! Secrets at rest: never in the database file, re-sealed by `rekey`.
+
+use crate::support::{master_keys, TestApp, ADMIN};
+use base64::Engine;
+use hookmesh::secrets::MasterKeys;
+use hookmesh::store::Kind;
+use serde_json::json;
+
+const SECRET: &str = "whsec_S2VlcFRoaXNTZWNyZXRPdXRPZlRoZURpc2sh";
+
+#[tokio::test]
+async fn no_secret_reaches_the_sqlite_file() {
+    let app = TestApp::sqlite().await;
+    let t = app.tenant("acme").await;
+    app.post("/v1/sources", ADMIN, json!({"tenant_id": t, "spec": {"name": "s", "verify": {"scheme": "svix", "secrets": [SECRET]}}})).await.expect(201);
+    let ep = app.post("/v1/endpoints", ADMIN, json!({"tenant_id": t, "url": "https://example.com", "secret": SECRET.replace("S2Vl", "QUFB")})).await.expect(201);
+    let ep_secret = app
+        .get(
+            &format!("/v1/endpoints/{}/secret", ep.json["id"].as_str().unwrap()),
+            ADMIN,
+        )
+        .await
+        .expect(200);
+    let ep_secret = ep_secret.json["key"].as_str().unwrap().to_owned();
+    // Everything SQLite wrote: the database, its WAL and shared memory.
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&app.dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        for needle in [SECRET, ep_secret.as_str(), ADMIN] {
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                found.push(format!("{} in {}", needle, path.display()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{found:?}");
+}
+
+#[tokio::test]
+async fn rekey_reseals_under_the_new_master_key() {
+    let app = TestApp::sqlite().await;
+    let t = app.tenant("acme").await;
+    let src = app.post("/v1/sources", ADMIN, json!({"tenant_id": t, "spec": {"name": "s", "verify": {"scheme": "svix", "secrets": [SECRET]}}})).await.expect(201);
+    let id = src.json["id"].as_str().unwrap();
+    let new_key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let old_key = base64::engine::general_purpose::STANDARD.encode([42u8; 32]);
+    let rotated = hookmesh::server::state(
+        app.state.store.clone(),
+        MasterKeys::from_base64(&new_key, &[old_key]).unwrap(),
+    );
+    assert_eq!(hookmesh::server::rekey(&rotated).await.unwrap(), 1);
+    assert_eq!(
+        hookmesh::server::rekey(&rotated).await.unwrap(),
+        0,
+        "nothing stale left"
+    );
+    // The new key alone opens it now; the old one no longer does.
+    let only_new = hookmesh::server::state(
+        app.state.store.clone(),
+        MasterKeys::from_base64(&new_key, &[]).unwrap(),
+    );
+    let r = app
+        .state
+        .store
+        .get(Kind::Source, id)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut spec = hookmesh::api::open_source_spec(&only_new, &r).unwrap();
+    assert_eq!(spec.secrets_mut()[0].0, SECRET);
+    let old_only = hookmesh::server::state(app.state.store.clone(), master_keys());
+    assert!(hookmesh::api::open_source_spec(&old_only, &r).is_err());
+}

@@ -1,0 +1,334 @@
+//! Test harness: the real router over a real SQLite file or a real PostgreSQL database, driven
+//! in-process (`oneshot`, no sockets).
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use axum::Router;
+use base64::Engine;
+use hookmesh::api::AppState;
+use hookmesh::secrets::MasterKeys;
+use hookmesh::server;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+use tower::ServiceExt;
+
+pub const ADMIN: &str = "hm_test_global_admin_key_0123456789abcdef";
+
+/// A PostgreSQL cluster started for one test when `make test` did not provide one.
+pub struct PgCluster {
+    dir: PathBuf,
+    data: PathBuf,
+    pub url: String,
+}
+
+fn pg_bin(tool: &str) -> PathBuf {
+    let dir = std::env::var_os("HOOKMESH_PG_BIN").map_or_else(
+        || PathBuf::from("/usr/lib/postgresql/15/bin"),
+        PathBuf::from,
+    );
+    dir.join(tool)
+}
+
+fn as_postgres(cmd: &str, args: &[&str]) -> Command {
+    // initdb refuses to run as root.
+    if unsafe_is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", cmd]).args(args);
+        c
+    } else {
+        let mut c = Command::new(cmd);
+        c.args(args);
+        c
+    }
+}
+
+fn unsafe_is_root() -> bool {
+    std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+        || Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout == b"0\n")
+            .unwrap_or(false)
+}
+
+impl PgCluster {
+    pub fn start() -> PgCluster {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("hookmesh-pg-{}-{port}", std::process::id()));
+        let data = dir.join("data");
+        std::fs::create_dir_all(&dir).unwrap();
+        if unsafe_is_root() {
+            assert!(Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .unwrap()
+                .success());
+        }
+        let initdb = pg_bin("initdb");
+        let status = as_postgres(
+            initdb.to_str().unwrap(),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run initdb (PostgreSQL 15 server binaries)");
+        assert!(status.success(), "initdb failed");
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            dir.display()
+        );
+        let log = dir.join("log");
+        let pg_ctl = pg_bin("pg_ctl");
+        let status = as_postgres(
+            pg_ctl.to_str().unwrap(),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-o",
+                &opts,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+        assert!(
+            status.success(),
+            "pg_ctl start failed: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        PgCluster {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            dir,
+            data,
+        }
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let pg_ctl = pg_bin("pg_ctl");
+        let _ = as_postgres(
+            pg_ctl.to_str().unwrap(),
+            &["-D", self.data.to_str().unwrap(), "-m", "immediate", "stop"],
+        )
+        .stdout(std::process::Stdio::null())
+        .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub struct TestApp {
+    pub state: AppState,
+    router: Router,
+    pub dir: PathBuf,
+    _pg: Option<PgCluster>,
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub json: Value,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The field names of a 422 problem.
+    pub fn fields(&self) -> Vec<String> {
+        self.json["errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| e["field"].as_str().unwrap_or("").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Resp {
+        assert_eq!(self.status.as_u16(), status, "{}", self.json);
+        if !self.status.is_success() {
+            assert_eq!(
+                self.header("content-type"),
+                Some("application/problem+json")
+            );
+        }
+        self
+    }
+}
+
+pub fn master_keys() -> MasterKeys {
+    MasterKeys::from_base64(
+        &base64::engine::general_purpose::STANDARD.encode([42u8; 32]),
+        &[],
+    )
+    .unwrap()
+}
+
+impl TestApp {
+    pub async fn sqlite() -> TestApp {
+        let dir = std::env::temp_dir().join(hookmesh::ids::new_id("hookmesh-api"));
+        let url = server::default_database_url(&dir);
+        let store = server::open_store(&url, &dir).await.unwrap();
+        TestApp::build(store, dir, None).await
+    }
+
+    pub async fn postgres() -> TestApp {
+        let (admin_url, cluster) = match std::env::var("HOOKMESH_TEST_POSTGRES_URL") {
+            Ok(u) => (u, None),
+            Err(_) => {
+                let c = PgCluster::start();
+                (c.url.clone(), Some(c))
+            }
+        };
+        let db = hookmesh::ids::new_id("t").to_lowercase();
+        let mut conn: sqlx::PgConnection = sqlx::Connection::connect(&admin_url)
+            .await
+            .expect("connect to PostgreSQL");
+        sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {db}").as_str())
+            .await
+            .unwrap();
+        let url = format!("{}/{db}", admin_url.rsplit_once('/').unwrap().0);
+        let dir = std::env::temp_dir().join(hookmesh::ids::new_id("hookmesh-api"));
+        let store = server::open_store(&url, &dir).await.unwrap();
+        TestApp::build(store, dir, cluster).await
+    }
+
+    async fn build(
+        store: std::sync::Arc<dyn hookmesh::store::Store>,
+        dir: PathBuf,
+        pg: Option<PgCluster>,
+    ) -> TestApp {
+        let state = server::state(store, master_keys());
+        assert_eq!(
+            server::bootstrap_admin(&state, Some(ADMIN)).await.unwrap(),
+            None
+        );
+        let router = hookmesh::api::router(state.clone());
+        TestApp {
+            state,
+            router,
+            dir,
+            _pg: pg,
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        let req = req
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+            .unwrap();
+        self.send(req).await
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> Resp {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            json,
+        }
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Resp {
+        self.call(Method::GET, path, Some(key), None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> Resp {
+        self.call(Method::POST, path, Some(key), Some(body), &[])
+            .await
+    }
+
+    pub async fn put(&self, path: &str, key: &str, body: Value) -> Resp {
+        self.call(Method::PUT, path, Some(key), Some(body), &[])
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, key: &str) -> Resp {
+        self.call(Method::DELETE, path, Some(key), None, &[]).await
+    }
+
+    pub async fn tenant(&self, name: &str) -> String {
+        let r = self
+            .post("/v1/tenants", ADMIN, serde_json::json!({"name": name}))
+            .await
+            .expect(201);
+        r.json["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A new API key's secret.
+    pub async fn key(&self, tenant: Option<&str>, scopes: &[&str]) -> String {
+        let r = self
+            .post(
+                "/v1/api_keys",
+                ADMIN,
+                serde_json::json!({"tenant_id": tenant, "name": "test", "scopes": scopes}),
+            )
+            .await
+            .expect(201);
+        r.json["secret"].as_str().unwrap().to_owned()
+    }
+}
+
+/// Runs a scenario on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::support::TestApp::sqlite().await).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::support::TestApp::postgres().await).await
+                }
+            }
+        )*
+    };
+}
