@@ -26,6 +26,7 @@ test: test-deps lint wasm envoy
 	  echo "cargo-nextest not found: using cargo test"; $(CARGO) test --workspace; \
 	fi
 	$(CARGO) test --workspace --doc
+	scripts/schemathesis.sh "$(CURDIR)/target/debug/hookmesh"
 
 ## lint: formatting and clippy, natively and for wasm32
 lint: wasm-target

@@ -637,6 +637,121 @@ impl hyper::body::Body for Frames {
     }
 }
 
+/// A `hookmesh serve` process on SQLite in a scratch directory, stopped on drop.
+pub struct ControlPlane {
+    child: Child,
+    /// API port.
+    pub port: u16,
+    /// Data directory (database, master key).
+    pub data_dir: PathBuf,
+    /// Its stderr (logs).
+    pub log: PathBuf,
+    /// The admin API key it was started with.
+    pub admin_key: String,
+}
+
+fn hookmesh_bin() -> PathBuf {
+    std::env::var_os("HOOKMESH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/debug/hookmesh"))
+}
+
+impl ControlPlane {
+    /// Starts `hookmesh serve` with debug logging and waits for `/readyz`.
+    ///
+    /// # Panics
+    /// When it does not become ready within 30 s (its log is printed).
+    pub fn start() -> ControlPlane {
+        let data_dir = scratch_dir("cp");
+        let port = free_port();
+        let log = data_dir.join("server.log");
+        let admin_key = format!("hm_e2e_admin_{}", free_port());
+        let child = Command::new(hookmesh_bin())
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(&data_dir)
+            .env("HOOKMESH_ADMIN_KEY", &admin_key)
+            .env("HOOKMESH_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create server.log"))
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "start {}: {e} (run `cargo build -p hookmesh`)",
+                    hookmesh_bin().display()
+                )
+            });
+        let mut cp = ControlPlane {
+            child,
+            port,
+            data_dir,
+            log,
+            admin_key,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = cp.child.try_wait() {
+                panic!(
+                    "hookmesh exited with {status}:\n{}",
+                    std::fs::read_to_string(&cp.log).unwrap_or_default()
+                );
+            }
+            if get(cp.port, "/readyz").is_ok_and(|r| r.status == 200) {
+                return cp;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "hookmesh not ready:\n{}",
+            std::fs::read_to_string(&cp.log).unwrap_or_default()
+        );
+    }
+
+    /// A JSON request with the admin key.
+    pub fn call(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> Response {
+        let mut headers = vec![(
+            "authorization".to_owned(),
+            format!("Bearer {}", self.admin_key),
+        )];
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        if !body.is_empty() {
+            headers.push(("content-type".to_owned(), "application/json".to_owned()));
+        }
+        send_raw(
+            self.port,
+            None,
+            &http1_request(method, path, "localhost", &headers, body.as_bytes()),
+        )
+        .expect("request")
+    }
+
+    /// Sends SIGTERM and waits; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Unix time now, in seconds.
 pub fn now() -> i64 {
     std::time::SystemTime::now()

@@ -249,7 +249,7 @@ async fn get(
 
 /// Revoke an API key (it stays listed, refused from now on).
 #[utoipa::path(delete, path = "/v1/api_keys/{id}", tag = "api_keys", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = super::error::Problem)))]
+    responses((status = 204), (status = 404, body = super::error::Problem), (status = 409, body = super::error::Problem)))]
 async fn revoke(
     State(state): State<AppState>,
     who: Principal,
@@ -257,6 +257,12 @@ async fn revoke(
 ) -> Result<StatusCode, ApiError> {
     who.require_admin()?;
     let old = load(&state, &who, Kind::ApiKey, &id).await?;
+    if old.id == who.key_id {
+        // Revoking the key in use would lock its holder out mid-session.
+        return Err(ApiError::Conflict(
+            "an API key cannot revoke itself: use another admin key".into(),
+        ));
+    }
     let mut rec: KeyRecord =
         serde_json::from_value(old.body.clone()).map_err(ApiError::internal)?;
     if rec.revoked_at.is_some() {

@@ -97,7 +97,89 @@ fn v1() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = v1();
     doc.merge(health::openapi());
+    document_problems(&mut doc);
     doc
+}
+
+/// Declares, once for every operation, the problem responses the shared layers can give
+/// (authentication, scopes, body parsing, idempotency, preconditions), all as
+/// `application/problem+json`, so no handler can forget one.
+fn document_problems(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let problem = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let ops = [
+            ("GET", &mut item.get),
+            ("POST", &mut item.post),
+            ("PUT", &mut item.put),
+            ("DELETE", &mut item.delete),
+        ];
+        for (method, op) in ops {
+            let Some(op) = op else { continue };
+            let mut codes: Vec<(&str, &str)> = Vec::new();
+            if path.starts_with("/v1") {
+                codes.extend([
+                    ("400", "Malformed request: query, header or JSON syntax"),
+                    ("401", "Missing, invalid, expired or revoked API key"),
+                    ("403", "The API key lacks the scope this needs"),
+                    ("404", "No such resource (or another tenant's)"),
+                ]);
+                if method == "POST" || method == "PUT" {
+                    codes.extend([
+                        ("409", "Conflicts with existing state, or the same Idempotency-Key is in flight"),
+                        ("413", "Request body too large"),
+                        ("415", "Request body is not application/json"),
+                        ("422", "Invalid fields, listed in `errors`"),
+                    ]);
+                }
+                if method == "PUT" || method == "DELETE" {
+                    codes.extend([
+                        ("409", "Changed concurrently or still in use"),
+                        ("412", "If-Match does not match the current ETag"),
+                    ]);
+                }
+            }
+            for (code, description) in codes {
+                op.responses
+                    .responses
+                    .insert(code.to_owned(), problem(description));
+            }
+            for p in op.parameters.iter_mut().flatten() {
+                let pattern = match p.name.as_str() {
+                    "Idempotency-Key" => idempotency::KEY_PATTERN,
+                    "If-Match" => r#"^(\*|(W/)?"[0-9]{1,18}")$"#,
+                    _ => continue,
+                };
+                p.schema = Some(RefOr::T(
+                    utoipa::openapi::schema::ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::schema::Type::String)
+                        .pattern(Some(pattern))
+                        .into(),
+                ));
+            }
+            // Problem bodies declared by handlers: same content type.
+            for (code, response) in op.responses.responses.iter_mut() {
+                if code.starts_with('4') || code.starts_with('5') {
+                    if let RefOr::T(r) = response {
+                        let description = r.description.clone();
+                        *response = problem(&description);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The whole HTTP application.

@@ -188,6 +188,19 @@ async fn api_keys_show_once_rotate_and_revoke(app: TestApp) {
     let new_secret = rotated.json["secret"].as_str().unwrap().to_owned();
     app.get("/v1/sources", &secret).await.expect(401);
     app.get("/v1/sources", &new_secret).await.expect(200);
+    // A key cannot revoke itself (no accidental lock-out); another admin key can.
+    let admin_id = app.get("/v1/api_keys", ADMIN).await.json["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .delete(&format!("/v1/api_keys/{admin_id}"), ADMIN)
+        .await
+        .expect(409);
+    assert_eq!(
+        r.json["detail"],
+        "an API key cannot revoke itself: use another admin key"
+    );
     app.delete(&format!("/v1/api_keys/{id}"), ADMIN)
         .await
         .expect(204);
