@@ -311,6 +311,34 @@ mod tests {
     }
 
     #[test]
+    fn expired_and_revoked_keys_are_refused() {
+        let row = |expires_at: Option<i64>, revoked_at: Option<i64>| Resource {
+            kind: Kind::ApiKey,
+            id: "key_1".into(),
+            tenant_id: String::new(),
+            unique_key: "h".into(),
+            body: serde_json::to_value(KeyRecord {
+                name: "k".into(),
+                tenant_id: None,
+                scopes: vec!["read".into()],
+                prefix: "hm_".into(),
+                expires_at,
+                revoked_at,
+            })
+            .unwrap(),
+            secrets: None,
+            version: 1,
+            created_at: 0,
+            updated_at: 0,
+        };
+        assert!(principal_of(&row(Some(1_000), None), 999).is_ok());
+        let expired = principal_of(&row(Some(1_000), None), 1_000).unwrap_err();
+        assert_eq!(expired.to_string(), "this API key has expired");
+        let revoked = principal_of(&row(None, Some(5)), 0).unwrap_err();
+        assert_eq!(revoked.to_string(), "this API key was revoked");
+    }
+
+    #[test]
     fn keys_are_random_prefixed_and_hashed() {
         let (a, b) = (generate_key(), generate_key());
         assert!(a.starts_with(KEY_PREFIX) && a.len() == 46, "{a}");

@@ -37,6 +37,34 @@ async fn no_secret_reaches_the_sqlite_file() {
 }
 
 #[tokio::test]
+async fn a_first_admin_key_is_generated_once_when_none_is_configured() {
+    let dir = std::env::temp_dir().join(hookmesh::ids::new_id("hookmesh-boot"));
+    let store = hookmesh::server::open_store(&hookmesh::server::default_database_url(&dir), &dir)
+        .await
+        .unwrap();
+    let state = hookmesh::server::state(store.clone(), master_keys());
+    let key = hookmesh::server::bootstrap_admin(&state, None)
+        .await
+        .unwrap()
+        .expect("a generated key");
+    assert!(key.starts_with("hm_"));
+    assert_eq!(
+        hookmesh::server::bootstrap_admin(&state, None)
+            .await
+            .unwrap(),
+        None,
+        "shown once only"
+    );
+    let app = hookmesh::api::router(state);
+    let req = axum::http::Request::get("/v1/api_keys")
+        .header("authorization", format!("Bearer {key}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(app, req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
 async fn rekey_reseals_under_the_new_master_key() {
     let app = TestApp::sqlite().await;
     let t = app.tenant("acme").await;
