@@ -8,6 +8,7 @@
 //! - [`store`]: the `Store` trait with SQLite and PostgreSQL implementations.
 //! - [`secrets`]: AEAD sealing of secrets at rest under a master key.
 //! - [`telemetry`]: logging and Prometheus metrics.
+//! - [`xds`]: the ADS/ECDS server pushing the filter configuration to every Envoy.
 //! - [`ids`]: time-ordered prefixed ids, random tokens, time.
 //!
 //! The signature schemes are not reimplemented here: [`hookmesh_filter`] is the one
@@ -20,3 +21,4 @@ pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod xds;

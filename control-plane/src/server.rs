@@ -6,6 +6,7 @@ use crate::api::{self, AppState};
 use crate::secrets::MasterKeys;
 use crate::store::{self, Kind, Store};
 use crate::telemetry::Metrics;
+use crate::xds::{Publisher, Registry, SnapshotError, XdsSettings};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -26,6 +27,12 @@ pub enum ServeError {
     /// The listener.
     #[error("serving: {0}")]
     Io(#[from] std::io::Error),
+    /// The stored sources do not make a filter configuration.
+    #[error("filter configuration: {0}")]
+    Snapshot(#[from] SnapshotError),
+    /// The xDS server.
+    #[error("xds: {0}")]
+    Xds(#[from] tonic::transport::Error),
 }
 
 /// The default database: `hookmesh.db` in the data directory.
@@ -120,12 +127,31 @@ pub async fn serve(
 }
 
 /// Builds the state from an opened store and the master keys.
-pub fn state(store: Arc<dyn Store>, keys: MasterKeys) -> AppState {
-    AppState {
+///
+/// # Errors
+/// When the stored sources do not build a filter configuration.
+pub async fn state(store: Arc<dyn Store>, keys: MasterKeys) -> Result<AppState, ServeError> {
+    state_with(store, keys, XdsSettings::default()).await
+}
+
+/// Builds the state with the given xDS settings.
+///
+/// # Errors
+/// When the stored sources do not build a filter configuration.
+pub async fn state_with(
+    store: Arc<dyn Store>,
+    keys: MasterKeys,
+    settings: XdsSettings,
+) -> Result<AppState, ServeError> {
+    let keys = Arc::new(keys);
+    let config = Publisher::new(store.clone(), keys.clone(), settings).await?;
+    Ok(AppState {
         store,
-        keys: Arc::new(keys),
+        keys,
         metrics: Arc::new(Metrics::default()),
-    }
+        config,
+        envoys: Arc::new(Registry::default()),
+    })
 }
 
 /// Re-seals every secret under the current master key. Returns how many were re-sealed.

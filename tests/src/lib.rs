@@ -94,6 +94,40 @@ impl Envoy {
     /// When Envoy does not become ready within 30 s (its log is printed).
     pub fn start(opts: &EnvoyOptions, upstream_port: u16) -> Envoy {
         let (yaml, port, tls_port, admin_port, dir) = render(opts, upstream_port);
+        Envoy::launch(&yaml, port, tls_port, admin_port, &dir, opts.concurrency)
+    }
+
+    /// Renders `envoy/sidecar.yaml.in` (filter configuration over ADS from `xds_port`) and
+    /// starts Envoy; waits until it is ready, which it is only once a configuration arrived.
+    ///
+    /// # Panics
+    /// When Envoy does not become ready within 30 s.
+    pub fn sidecar(node_id: &str, xds_port: u16, app_port: u16) -> Envoy {
+        let template = std::fs::read_to_string(root().join("envoy/sidecar.yaml.in"))
+            .expect("read sidecar template");
+        let dir = scratch_dir("sidecar");
+        let (port, admin_port) = (free_port(), free_port());
+        let yaml = template
+            .replace("@NODE_ID@", node_id)
+            .replace("@NODE_CLUSTER@", "hookmesh-e2e")
+            .replace("@ADMIN_PORT@", &admin_port.to_string())
+            .replace("@LISTEN_ADDRESS@", "127.0.0.1")
+            .replace("@LISTEN_PORT@", &port.to_string())
+            .replace("@TRUSTED_HOPS@", "0")
+            .replace("@APP_PORT@", &app_port.to_string())
+            .replace("@XDS_HOST@", "127.0.0.1")
+            .replace("@XDS_PORT@", &xds_port.to_string());
+        Envoy::launch(&yaml, port, 0, admin_port, &dir, 1)
+    }
+
+    fn launch(
+        yaml: &str,
+        port: u16,
+        tls_port: u16,
+        admin_port: u16,
+        dir: &Path,
+        concurrency: u32,
+    ) -> Envoy {
         let config = dir.join("envoy.yaml");
         std::fs::write(&config, yaml).expect("write envoy.yaml");
         let log = dir.join("envoy.log");
@@ -102,7 +136,7 @@ impl Envoy {
         let child = Command::new(envoy_bin())
             .arg("-c")
             .arg(&config)
-            .args(["--concurrency", &opts.concurrency.to_string()])
+            .args(["--concurrency", &concurrency.to_string()])
             .args(["--disable-hot-restart", "-l", "info"])
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -637,11 +671,42 @@ impl hyper::body::Body for Frames {
     }
 }
 
+/// Where and how a control plane runs; `Default` picks fresh ports and a scratch directory.
+#[derive(Clone, Debug)]
+pub struct ControlPlaneOptions {
+    /// Data directory (reuse it to restart on the same database).
+    pub data_dir: PathBuf,
+    /// API port.
+    pub port: u16,
+    /// xDS port.
+    pub xds_port: u16,
+    /// The filter module the Envoys are told to load.
+    pub wasm_module: PathBuf,
+    /// The admin key.
+    pub admin_key: String,
+}
+
+impl Default for ControlPlaneOptions {
+    fn default() -> Self {
+        ControlPlaneOptions {
+            data_dir: scratch_dir("cp"),
+            port: free_port(),
+            xds_port: free_port(),
+            wasm_module: wasm_module(),
+            admin_key: format!("hm_e2e_admin_{}", free_port()),
+        }
+    }
+}
+
 /// A `hookmesh serve` process on SQLite in a scratch directory, stopped on drop.
 pub struct ControlPlane {
     child: Child,
+    /// How it was started.
+    pub options: ControlPlaneOptions,
     /// API port.
     pub port: u16,
+    /// xDS port.
+    pub xds_port: u16,
     /// Data directory (database, master key).
     pub data_dir: PathBuf,
     /// Its stderr (logs).
@@ -662,22 +727,30 @@ impl ControlPlane {
     /// # Panics
     /// When it does not become ready within 30 s (its log is printed).
     pub fn start() -> ControlPlane {
-        let data_dir = scratch_dir("cp");
-        let port = free_port();
-        let log = data_dir.join("server.log");
-        let admin_key = format!("hm_e2e_admin_{}", free_port());
+        ControlPlane::start_with(ControlPlaneOptions::default())
+    }
+
+    /// Starts with the given options.
+    ///
+    /// # Panics
+    /// When it does not become ready within 30 s (its log is printed).
+    pub fn start_with(options: ControlPlaneOptions) -> ControlPlane {
+        let data_dir = options.data_dir.clone();
+        let (port, xds_port, admin_key) =
+            (options.port, options.xds_port, options.admin_key.clone());
+        let log = data_dir.join(format!("server-{}.log", free_port()));
         let child = Command::new(hookmesh_bin())
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--xds-listen", &format!("127.0.0.1:{xds_port}")])
+            .arg("--data-dir")
             .arg(&data_dir)
+            .arg("--wasm-module")
+            .arg(&options.wasm_module)
             .env("HOOKMESH_ADMIN_KEY", &admin_key)
             .env("HOOKMESH_LOG", "debug")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("create server.log"))
+            .stderr(std::fs::File::create(&log).expect("create server log"))
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
@@ -687,7 +760,9 @@ impl ControlPlane {
             });
         let mut cp = ControlPlane {
             child,
+            options,
             port,
+            xds_port,
             data_dir,
             log,
             admin_key,
@@ -727,6 +802,29 @@ impl ControlPlane {
             &http1_request(method, path, "localhost", &headers, body.as_bytes()),
         )
         .expect("request")
+    }
+
+    /// A call that must answer `expect`; returns the JSON body.
+    ///
+    /// # Panics
+    /// On any other status.
+    #[track_caller]
+    pub fn json(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        expect: u16,
+    ) -> serde_json::Value {
+        let r = self.call(method, path, body);
+        assert_eq!(r.status, expect, "{method} {path}: {}", r.text());
+        serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Kills the process at once, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits; returns whether it exited successfully.

@@ -7,6 +7,7 @@ mod audit;
 pub mod auth;
 mod docs;
 mod endpoints;
+mod envoys;
 pub mod error;
 mod event_types;
 pub mod extract;
@@ -48,6 +49,10 @@ pub struct AppState {
     pub keys: Arc<MasterKeys>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// The filter configuration pushed to Envoys; told about every source change.
+    pub config: Arc<crate::xds::Publisher>,
+    /// Envoys seen on xDS streams.
+    pub envoys: Arc<crate::xds::Registry>,
 }
 
 #[derive(OpenApi)]
@@ -90,6 +95,7 @@ fn v1() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(event_types::routes())
         .merge(keys::routes())
         .merge(audit::routes())
+        .merge(envoys::routes())
         .split_for_parts()
 }
 

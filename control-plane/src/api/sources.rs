@@ -95,12 +95,15 @@ fn view(r: &Resource) -> Result<Source, ApiError> {
 ///
 /// # Errors
 /// Undecryptable secrets (a missing master key) or a corrupt row.
-pub fn open_spec(state: &AppState, r: &Resource) -> Result<SourceConfig, ApiError> {
+pub fn open_spec(
+    keys: &crate::secrets::MasterKeys,
+    r: &Resource,
+) -> Result<SourceConfig, ApiError> {
     let s: Stored = serde_json::from_value(r.body.clone()).map_err(ApiError::internal)?;
     let mut spec = s.spec;
     let secrets: Vec<String> = match &r.secrets {
         Some(sealed) => {
-            serde_json::from_slice(&state.keys.open(sealed, &r.id).map_err(ApiError::internal)?)
+            serde_json::from_slice(&keys.open(sealed, &r.id).map_err(ApiError::internal)?)
                 .map_err(ApiError::internal)?
         }
         None => Vec::new(),
@@ -140,7 +143,7 @@ async fn validate_all(
     let mut sources = Vec::new();
     for r in state.store.list_all(Kind::Source).await? {
         if r.id != id {
-            sources.push(open_spec(state, &r)?);
+            sources.push(open_spec(&state.keys, &r)?);
         }
     }
     let own = format!("sources[{}]", sources.len());
@@ -239,6 +242,7 @@ async fn create(
             ),
         )
         .await?;
+    state.config.changed();
     Ok(with_etag(StatusCode::CREATED, 1, view(&r)?))
 }
 
@@ -288,7 +292,7 @@ async fn replace(
         .into_iter()
         .map(|s| s.0.clone())
         .collect();
-    let mut old_real = open_spec(&state, &old)?;
+    let mut old_real = open_spec(&state.keys, &old)?;
     let old_secrets: Vec<String> = old_real
         .secrets_mut()
         .into_iter()
@@ -335,6 +339,7 @@ async fn replace(
             ),
         )
         .await?;
+    state.config.changed();
     Ok(with_etag(StatusCode::OK, r.version, view(&r)?))
 }
 
@@ -366,5 +371,6 @@ async fn remove(
             ),
         )
         .await?;
+    state.config.changed();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,8 +2,10 @@
 
 use crate::secrets::MasterKeys;
 use crate::server;
+use crate::xds::{ModuleSource, XdsSettings};
 use anyhow::Context;
 use clap::Args;
+use hookmesh_filter::config::DefaultAction;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -64,6 +66,82 @@ pub struct ServeArgs {
     /// Log lines as JSON.
     #[arg(long, env = "HOOKMESH_LOG_JSON")]
     pub log_json: bool,
+    #[command(flatten)]
+    pub xds: XdsArgs,
+}
+
+/// The xDS server and what it pushes.
+#[derive(Debug, Args)]
+pub struct XdsArgs {
+    /// Address of the xDS (ADS/ECDS) gRPC server the Envoys connect to.
+    #[arg(long, env = "HOOKMESH_XDS_LISTEN", default_value = "127.0.0.1:18000")]
+    pub xds_listen: SocketAddr,
+    /// Path of hookmesh_filter.wasm as the Envoys see it (sidecars on this host, or a mounted
+    /// volume); made absolute.
+    #[arg(
+        long,
+        env = "HOOKMESH_WASM_MODULE",
+        default_value = "hookmesh_filter.wasm"
+    )]
+    pub wasm_module: PathBuf,
+    /// Serve the module to remote Envoys over HTTP instead: its URL (needs --wasm-module-sha256
+    /// and --wasm-module-cluster).
+    #[arg(long, env = "HOOKMESH_WASM_MODULE_URL", requires_all = ["wasm_module_sha256", "wasm_module_cluster"])]
+    pub wasm_module_url: Option<String>,
+    /// Hex SHA-256 of the module at --wasm-module-url; Envoy refuses anything else.
+    #[arg(long, env = "HOOKMESH_WASM_MODULE_SHA256")]
+    pub wasm_module_sha256: Option<String>,
+    /// The Envoy cluster that reaches --wasm-module-url's host.
+    #[arg(long, env = "HOOKMESH_WASM_MODULE_CLUSTER")]
+    pub wasm_module_cluster: Option<String>,
+    /// Name of the filter in the Envoy listeners (the ECDS resource name).
+    #[arg(long, env = "HOOKMESH_FILTER_NAME", default_value = "hookmesh")]
+    pub filter_name: String,
+    /// Requests matching no source: reject (404) or pass.
+    #[arg(long, env = "HOOKMESH_UNMATCHED", default_value = "reject", value_parser = ["reject", "pass"])]
+    pub unmatched: String,
+    /// Trusted proxies in front of the Envoys (must equal their xff_num_trusted_hops).
+    #[arg(long, env = "HOOKMESH_TRUSTED_HOPS", default_value_t = 0)]
+    pub trusted_hops: u8,
+}
+
+impl XdsArgs {
+    fn settings(&self) -> anyhow::Result<XdsSettings> {
+        let module = match (
+            &self.wasm_module_url,
+            &self.wasm_module_sha256,
+            &self.wasm_module_cluster,
+        ) {
+            (Some(url), Some(sha256), Some(cluster)) => {
+                if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    anyhow::bail!("--wasm-module-sha256: expected 64 hexadecimal characters");
+                }
+                ModuleSource::Remote {
+                    url: url.clone(),
+                    sha256: sha256.to_ascii_lowercase(),
+                    cluster: cluster.clone(),
+                }
+            }
+            _ => {
+                let path = std::path::absolute(&self.wasm_module)
+                    .with_context(|| format!("--wasm-module {}", self.wasm_module.display()))?;
+                if !path.is_file() {
+                    tracing::warn!(path = %path.display(), "--wasm-module: no such file here; Envoys on this host will refuse the configuration");
+                }
+                ModuleSource::File(path.display().to_string())
+            }
+        };
+        Ok(XdsSettings {
+            filter_name: self.filter_name.clone(),
+            module,
+            default_action: if self.unmatched == "pass" {
+                DefaultAction::Pass
+            } else {
+                DefaultAction::Reject
+            },
+            trusted_hops: self.trusted_hops,
+        })
+    }
 }
 
 /// `hookmesh rekey`.
@@ -92,15 +170,46 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = server::open_store(&args.db.url(), &args.db.data_dir)
         .await
         .context("--database-url")?;
-    let state = server::state(store, keys(&args.db, &args.keys).context("--master-key")?);
+    let state = server::state_with(
+        store,
+        keys(&args.db, &args.keys).context("--master-key")?,
+        args.xds.settings()?,
+    )
+    .await
+    .context("building the filter configuration from the stored sources")?;
     if let Some(key) = server::bootstrap_admin(&state, args.admin_key.as_deref()).await? {
         println!("hookmesh: generated the first admin API key (shown only this once):\n{key}");
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("--listen {}", args.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, database = state.store.backend(), "hookmesh control plane serving");
-    server::serve(listener, state, shutdown_signal()).await?;
+    let xds_listener = tokio::net::TcpListener::bind(args.xds.xds_listen)
+        .await
+        .with_context(|| format!("--xds-listen {}", args.xds.xds_listen))?;
+    tracing::info!(listen = %listener.local_addr()?, xds = %xds_listener.local_addr()?, database = state.store.backend(), "hookmesh control plane serving");
+    let _refresher = state
+        .config
+        .spawn_refresher(std::time::Duration::from_secs(2));
+    // One signal stops both servers.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let xds = crate::xds::Xds::new(state.config.clone(), state.envoys.clone());
+    let xds_task = tokio::spawn(crate::xds::serve(
+        xds_listener,
+        xds,
+        stopped(stop_rx.clone()),
+    ));
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    server::serve(listener, state, stopped(stop_rx)).await?;
+    xds_task
+        .await
+        .context("xds server task")?
+        .context("xds server")?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -125,7 +234,7 @@ pub async fn rekey(args: RekeyArgs) -> anyhow::Result<()> {
     let store = server::open_store(&args.db.url(), &args.db.data_dir)
         .await
         .context("--database-url")?;
-    let state = server::state(store, keys(&args.db, &args.keys)?);
+    let state = server::state(store, keys(&args.db, &args.keys)?).await?;
     let n = server::rekey(&state).await?;
     println!("re-sealed {n} secret bundle(s) under the current master key");
     Ok(())

@@ -129,7 +129,7 @@ async fn source_secrets_are_masked_and_kept_on_replace(app: TestApp) {
         .await
         .unwrap()
         .unwrap();
-    let mut real = hookmesh::api::open_source_spec(&app.state, &stored).unwrap();
+    let mut real = hookmesh::api::open_source_spec(&app.state.keys, &stored).unwrap();
     let secrets: Vec<String> = real
         .secrets_mut()
         .into_iter()

@@ -42,7 +42,9 @@ async fn a_first_admin_key_is_generated_once_when_none_is_configured() {
     let store = hookmesh::server::open_store(&hookmesh::server::default_database_url(&dir), &dir)
         .await
         .unwrap();
-    let state = hookmesh::server::state(store.clone(), master_keys());
+    let state = hookmesh::server::state(store.clone(), master_keys())
+        .await
+        .unwrap();
     let key = hookmesh::server::bootstrap_admin(&state, None)
         .await
         .unwrap()
@@ -75,7 +77,9 @@ async fn rekey_reseals_under_the_new_master_key() {
     let rotated = hookmesh::server::state(
         app.state.store.clone(),
         MasterKeys::from_base64(&new_key, &[old_key]).unwrap(),
-    );
+    )
+    .await
+    .unwrap();
     assert_eq!(hookmesh::server::rekey(&rotated).await.unwrap(), 1);
     assert_eq!(
         hookmesh::server::rekey(&rotated).await.unwrap(),
@@ -86,7 +90,9 @@ async fn rekey_reseals_under_the_new_master_key() {
     let only_new = hookmesh::server::state(
         app.state.store.clone(),
         MasterKeys::from_base64(&new_key, &[]).unwrap(),
-    );
+    )
+    .await
+    .unwrap();
     let r = app
         .state
         .store
@@ -94,8 +100,16 @@ async fn rekey_reseals_under_the_new_master_key() {
         .await
         .unwrap()
         .unwrap();
-    let mut spec = hookmesh::api::open_source_spec(&only_new, &r).unwrap();
+    let mut spec = hookmesh::api::open_source_spec(&only_new.keys, &r).unwrap();
     assert_eq!(spec.secrets_mut()[0].0, SECRET);
-    let old_only = hookmesh::server::state(app.state.store.clone(), master_keys());
-    assert!(hookmesh::api::open_source_spec(&old_only, &r).is_err());
+    assert!(hookmesh::api::open_source_spec(&master_keys(), &r).is_err());
+    // A control plane holding only the retired key refuses to start, naming why.
+    let err = hookmesh::server::state(app.state.store.clone(), master_keys())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("opening the secrets of src_"),
+        "{err}"
+    );
 }

@@ -223,7 +223,7 @@ impl TestApp {
         dir: PathBuf,
         pg: Option<PgCluster>,
     ) -> TestApp {
-        let state = server::state(store, master_keys());
+        let state = server::state(store, master_keys()).await.unwrap();
         assert_eq!(
             server::bootstrap_admin(&state, Some(ADMIN)).await.unwrap(),
             None

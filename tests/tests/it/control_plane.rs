@@ -33,7 +33,10 @@ fn secrets_reach_neither_the_database_nor_the_logs_and_sigterm_drains() {
         assert!(!log.contains(needle), "a secret is in the log");
         for entry in std::fs::read_dir(&cp.data_dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.file_name().is_some_and(|n| n == "server.log") {
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("server-"))
+            {
                 continue;
             }
             let bytes = std::fs::read(&path).unwrap();

@@ -1,4 +1,5 @@
 //! End-to-end tests, one binary (one link) with a module per capability.
 
+mod config_push;
 mod control_plane;
 mod edge;
