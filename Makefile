@@ -12,10 +12,15 @@ CARGO ?= cargo
 export HOOKMESH_ENVOY := $(ENVOY)
 export HOOKMESH_WASM := $(WASM)
 
-.PHONY: run test lint fmt wasm envoy build bench bench-filter wasm-target test-deps clean
+.PHONY: bench-push run run-standalone test lint fmt wasm envoy build bench bench-filter wasm-target test-deps clean
 
-## run: build everything, then Envoy + the filter on 127.0.0.1:10000 in front of a demo app
+## run: build everything, then the control plane (SQLite in ./data) and an Envoy sidecar on
+## 127.0.0.1:10000 that gets the filter configuration from it over ADS
 run: wasm envoy build
+	@scripts/run-gateway.sh "$(ENVOY)" "$(WASM)" "$(HOOKMESH)"
+
+## run-standalone: Envoy + the filter from a static file (examples/demo-filter-config.json), no control plane
+run-standalone: wasm envoy build
 	@scripts/run-standalone.sh "$(ENVOY)" "$(WASM)" "$(HOOKMESH)"
 
 ## test: lint, then unit, CLI and end-to-end tests (real Envoy), then doc tests
@@ -64,7 +69,11 @@ build:
 	$(CARGO) build --release -p hookmesh
 
 ## bench: every benchmark; results in docs/benchmarks.md
-bench: bench-filter
+bench: bench-filter bench-push
+
+## bench-push: API update → enforced by two Envoy sidecars, p50/p99/max
+bench-push: wasm envoy build
+	HOOKMESH_BIN="$(HOOKMESH)" $(CARGO) run --release -q -p hookmesh-e2e --bin bench-push
 
 ## bench-filter: wrk against Envoy, native buffer filter vs hookmesh (ratio)
 bench-filter: wasm envoy build
