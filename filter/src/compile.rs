@@ -65,6 +65,7 @@ pub(crate) struct CompiledSource {
     pub(crate) https_only: bool,
     /// `x-hookmesh-verified` value for accepted requests.
     pub(crate) verified_label: String,
+    pub(crate) mode: crate::config::SourceMode,
 }
 
 enum HostMatch {
@@ -223,6 +224,7 @@ fn compile_source(s: &SourceConfig, field: &str) -> Result<CompiledSource, Confi
         max_body: s.limits.max_body_bytes,
         https_only: s.limits.https_only,
         verified_label,
+        mode: s.mode,
     })
 }
 

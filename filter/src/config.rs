@@ -77,6 +77,21 @@ pub struct SourceConfig {
     /// Method, size and transport limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Where accepted requests go; the sidecar routes on the `x-hookmesh-mode` header.
+    #[serde(default)]
+    pub mode: SourceMode,
+}
+
+/// Where a source's accepted requests go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum SourceMode {
+    /// To the application behind the Envoy.
+    #[default]
+    Edge,
+    /// Into hookmesh's ingest (marked `x-hookmesh-mode: hub` for the route).
+    Hub,
 }
 
 impl SourceConfig {

@@ -361,6 +361,14 @@ impl CompiledConfig {
             .map_or("none", |s| s.verified_label.as_str())
     }
 
+    /// Whether the source at `index` is a hub source (its requests are marked for the ingest
+    /// route).
+    pub fn is_hub(&self, index: usize) -> bool {
+        self.sources
+            .get(index)
+            .is_some_and(|s| s.mode == crate::config::SourceMode::Hub)
+    }
+
     /// Number of sources.
     pub fn len(&self) -> usize {
         self.sources.len()

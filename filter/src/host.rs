@@ -322,6 +322,12 @@ impl Http {
                 "x-hookmesh-verified",
                 a.config.verified_label(source),
             );
+            if a.config.is_hub(source) {
+                // The route to the ingest matches on this; Envoy re-picks the route after a
+                // filter changes request headers.
+                let _ =
+                    hostcalls::add_map_value(MapType::HttpRequestHeaders, "x-hookmesh-mode", "hub");
+            }
             self.counts.bump(
                 a.source_metrics
                     .get(source)

@@ -103,6 +103,19 @@ impl Envoy {
     /// # Panics
     /// When Envoy does not become ready within 30 s.
     pub fn sidecar(node_id: &str, xds_port: u16, app_port: u16) -> Envoy {
+        Envoy::sidecar_with_ingest(node_id, xds_port, app_port, free_port())
+    }
+
+    /// A sidecar whose hub sources go to `ingest_port`.
+    ///
+    /// # Panics
+    /// When Envoy does not become ready within 30 s.
+    pub fn sidecar_with_ingest(
+        node_id: &str,
+        xds_port: u16,
+        app_port: u16,
+        ingest_port: u16,
+    ) -> Envoy {
         let template = std::fs::read_to_string(root().join("envoy/sidecar.yaml.in"))
             .expect("read sidecar template");
         let dir = scratch_dir("sidecar");
@@ -116,7 +129,9 @@ impl Envoy {
             .replace("@TRUSTED_HOPS@", "0")
             .replace("@APP_PORT@", &app_port.to_string())
             .replace("@XDS_HOST@", "127.0.0.1")
-            .replace("@XDS_PORT@", &xds_port.to_string());
+            .replace("@XDS_PORT@", &xds_port.to_string())
+            .replace("@INGEST_HOST@", "127.0.0.1")
+            .replace("@INGEST_PORT@", &ingest_port.to_string());
         Envoy::launch(&yaml, port, 0, admin_port, &dir, 1)
     }
 

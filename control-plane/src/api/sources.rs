@@ -21,26 +21,12 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// Where accepted requests go.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// To the application behind the Envoy sidecar.
-    #[default]
-    Edge,
-    /// Into hookmesh's ingest, which stores and routes them.
-    Hub,
-}
-
 /// Create or replace a source.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceInput {
     /// Owning tenant (required with a global key; defaults to the key's tenant).
     pub tenant_id: Option<String>,
-    /// Edge or hub.
-    #[serde(default)]
-    pub mode: Mode,
     /// Free text.
     #[serde(default)]
     pub description: String,
@@ -55,8 +41,6 @@ pub struct Source {
     pub id: String,
     /// Owning tenant.
     pub tenant_id: String,
-    /// Edge or hub.
-    pub mode: Mode,
     /// Free text.
     pub description: String,
     /// The filter configuration; secrets show only their last four characters.
@@ -71,7 +55,6 @@ pub struct Source {
 
 #[derive(Serialize, Deserialize)]
 struct Stored {
-    mode: Mode,
     description: String,
     /// Secrets replaced by their masks.
     spec: SourceConfig,
@@ -82,7 +65,6 @@ fn view(r: &Resource) -> Result<Source, ApiError> {
     Ok(Source {
         id: r.id.clone(),
         tenant_id: r.tenant_id.clone(),
-        mode: s.mode,
         description: s.description,
         spec: s.spec,
         created_at: rfc3339(r.created_at),
@@ -211,7 +193,6 @@ async fn create(
     let secrets = seal_spec(&state, &id, &mut spec)?;
     let name = spec.name.clone();
     let body = serde_json::to_value(Stored {
-        mode: input.mode,
         description: input.description,
         spec,
     })
@@ -310,7 +291,6 @@ async fn replace(
     let secrets = seal_spec(&state, &id, &mut spec)?;
     let name = spec.name.clone();
     let body = serde_json::to_value(Stored {
-        mode: input.mode,
         description: input.description,
         spec,
     })

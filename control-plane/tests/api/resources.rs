@@ -93,13 +93,9 @@ async fn sources_are_validated_by_the_filters_own_rules(app: TestApp) {
 async fn source_secrets_are_masked_and_kept_on_replace(app: TestApp) {
     let t = app.tenant("acme").await;
     let spec = json!({"name": "swh", "match": {"path_prefix": "/swh"}, "verify": {"scheme": "standard_webhooks", "secrets": [SECRET]},
-                      "auth": {"type": "basic", "users": [{"username": "u", "password": "a-long-basic-password-123"}]}});
+                      "auth": {"type": "basic", "users": [{"username": "u", "password": "a-long-basic-password-123"}]}, "mode": "hub"});
     let created = app
-        .post(
-            "/v1/sources",
-            ADMIN,
-            json!({"tenant_id": t, "mode": "hub", "spec": spec}),
-        )
+        .post("/v1/sources", ADMIN, json!({"tenant_id": t, "spec": spec}))
         .await
         .expect(201);
     assert_eq!(created.header("etag"), Some("\"1\""));
@@ -107,7 +103,7 @@ async fn source_secrets_are_masked_and_kept_on_replace(app: TestApp) {
     let shown = &created.json["spec"];
     assert_eq!(shown["verify"]["secrets"], json!(["…LaSw"]));
     assert_eq!(shown["auth"]["users"][0]["password"], "…-123");
-    assert_eq!(created.json["mode"], "hub");
+    assert_eq!(created.json["spec"]["mode"], "hub");
     // Send the masked spec back with one change: the stored secrets stay.
     let mut changed = shown.clone();
     changed["allowed_cidrs"] = json!(["127.0.0.0/8"]);
@@ -116,7 +112,7 @@ async fn source_secrets_are_masked_and_kept_on_replace(app: TestApp) {
             axum::http::Method::PUT,
             &format!("/v1/sources/{id}"),
             Some(ADMIN),
-            Some(json!({"mode": "hub", "spec": changed})),
+            Some(json!({"spec": changed})),
             &[("if-match", "\"1\"")],
         )
         .await

@@ -185,6 +185,64 @@ fn api_changes_reach_envoy_create_rotate_restrict_delete() {
 }
 
 #[test]
+fn hub_sources_are_routed_to_the_ingest_and_edge_sources_to_the_app() {
+    let s = setup();
+    let (app, ingest) = (Receiver::start(), Receiver::start());
+    let envoy = Envoy::sidecar_with_ingest("sidecar-hub", s.cp.xds_port, app.port, ingest.port);
+    s.create(github_source("edge-src", "/edge", "e"));
+    let mut hub = github_source("hub-src", "/hub", "h");
+    hub["mode"] = json!("hub");
+    s.create(hub);
+    eventually("both sources are enforced", || {
+        github_post(&envoy, "/edge", Some("e"), None) == 200
+            && github_post(&envoy, "/hub", Some("h"), None) == 200
+    });
+    // A client cannot route itself to the ingest: its x-hookmesh-* headers are removed first.
+    let forged = vec![("x-hookmesh-mode".to_owned(), "hub".to_owned())];
+    let mut signed = sign(
+        SchemeName::Github,
+        "e",
+        None,
+        &SignInput {
+            body: BODY,
+            id: "",
+            timestamp: 0,
+            url: None,
+            method: "POST",
+        },
+    )
+    .unwrap();
+    signed.extend(forged);
+    assert_eq!(
+        send_raw(
+            envoy.port,
+            None,
+            &http1_request("POST", "/edge", "hooks.test", &signed, BODY)
+        )
+        .unwrap()
+        .status,
+        200
+    );
+    assert_eq!(github_post(&envoy, "/hub", Some("wrong"), None), 401);
+    let to_ingest = ingest.received();
+    let to_app = app.received();
+    assert!(
+        !to_ingest.is_empty()
+            && to_ingest
+                .iter()
+                .all(|r| r.header_values("x-hookmesh-source") == ["hub-src"]
+                    && r.header_values("x-hookmesh-mode") == ["hub"])
+    );
+    assert!(
+        !to_app.is_empty()
+            && to_app
+                .iter()
+                .all(|r| r.header_values("x-hookmesh-source") == ["edge-src"]
+                    && r.header_values("x-hookmesh-mode").is_empty())
+    );
+}
+
+#[test]
 fn two_envoys_converge_on_every_change() {
     let s = setup();
     let app = Receiver::start();
