@@ -116,6 +116,24 @@ impl Envoy {
         app_port: u16,
         ingest_port: u16,
     ) -> Envoy {
+        Envoy::sidecar_full(node_id, xds_port, app_port, ingest_port, "")
+    }
+
+    /// A sidecar serving one tenant's sources only (node metadata `hookmesh.tenant`).
+    ///
+    /// # Panics
+    /// When Envoy does not become ready within 30 s.
+    pub fn sidecar_for_tenant(node_id: &str, xds_port: u16, app_port: u16, tenant: &str) -> Envoy {
+        Envoy::sidecar_full(node_id, xds_port, app_port, free_port(), tenant)
+    }
+
+    fn sidecar_full(
+        node_id: &str,
+        xds_port: u16,
+        app_port: u16,
+        ingest_port: u16,
+        tenant: &str,
+    ) -> Envoy {
         let template = std::fs::read_to_string(root().join("envoy/sidecar.yaml.in"))
             .expect("read sidecar template");
         let dir = scratch_dir("sidecar");
@@ -123,6 +141,7 @@ impl Envoy {
         let yaml = template
             .replace("@NODE_ID@", node_id)
             .replace("@NODE_CLUSTER@", "hookmesh-e2e")
+            .replace("@NODE_TENANT@", tenant)
             .replace("@ADMIN_PORT@", &admin_port.to_string())
             .replace("@LISTEN_ADDRESS@", "127.0.0.1")
             .replace("@LISTEN_PORT@", &port.to_string())

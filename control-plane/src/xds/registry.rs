@@ -31,6 +31,8 @@ pub struct EnvoyStatus {
     pub acked_version: Option<String>,
     /// Its last refusal, if any.
     pub last_nack: Option<Nack>,
+    /// The tenant it serves, when its node metadata (`hookmesh.tenant`) names one.
+    pub tenant: Option<String>,
     #[serde(skip)]
     streams: u32,
 }
@@ -52,7 +54,7 @@ impl Registry {
     }
 
     /// A stream from `node` opened.
-    pub fn connected(&self, node: &str, cluster: &str) {
+    pub fn connected(&self, node: &str, cluster: &str, tenant: Option<&str>) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let s = map.entry(node.to_owned()).or_insert_with(|| EnvoyStatus {
             node_id: node.to_owned(),
@@ -62,9 +64,11 @@ impl Registry {
             last_seen: String::new(),
             acked_version: None,
             last_nack: None,
+            tenant: None,
             streams: 0,
         });
         s.cluster = cluster.to_owned();
+        s.tenant = tenant.map(str::to_owned);
         if s.streams == 0 {
             s.connected_since = now();
         }

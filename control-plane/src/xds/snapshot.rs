@@ -43,7 +43,7 @@ pub enum ModuleSource {
 }
 
 /// What goes into every snapshot besides the sources.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XdsSettings {
     /// ECDS resource name: the `name` of the filter in the Envoy listener.
     pub filter_name: String,
@@ -75,6 +75,38 @@ pub struct Snapshot {
     pub resource: Any,
     /// The filter configuration inside (with secrets: never log it).
     pub filter_config: FilterConfig,
+    /// The tenant of each source, in `filter_config.sources` order.
+    pub tenants: Vec<String>,
+    settings: XdsSettings,
+}
+
+impl Snapshot {
+    /// The version and resource for an Envoy that serves one tenant only (its node metadata
+    /// names it), or for every tenant.
+    pub fn scoped(&self, tenant: Option<&str>) -> (String, Any) {
+        let Some(tenant) = tenant else {
+            return (self.version.clone(), self.resource.clone());
+        };
+        let sources = self
+            .filter_config
+            .sources
+            .iter()
+            .zip(&self.tenants)
+            .filter(|(_, t)| *t == tenant)
+            .map(|(s, _)| s.clone())
+            .collect();
+        let config = FilterConfig {
+            sources,
+            ..self.filter_config.clone()
+        };
+        let json = serde_json::to_string(&config).unwrap_or_default();
+        let resource = extension_config(&self.settings, &json);
+        (content_version(&resource), resource)
+    }
+}
+
+fn content_version(resource: &Any) -> String {
+    hex::encode(&Sha256::digest(&resource.value)[..8])
 }
 
 /// Building or publishing failed.
@@ -186,7 +218,9 @@ async fn build(
     settings: &XdsSettings,
 ) -> Result<Snapshot, SnapshotError> {
     let mut sources = Vec::new();
+    let mut tenants = Vec::new();
     for r in store.list_all(Kind::Source).await? {
+        tenants.push(r.tenant_id.clone());
         let spec = crate::api::open_source_spec(keys, &r).map_err(|e| SnapshotError::Secrets {
             id: r.id.clone(),
             message: e.to_string(),
@@ -206,11 +240,13 @@ async fn build(
         message: e.to_string(),
     })?;
     let resource = extension_config(settings, &json);
-    let version = hex::encode(&Sha256::digest(&resource.value)[..8]);
+    let version = content_version(&resource);
     Ok(Snapshot {
         version,
         resource,
         filter_config,
+        tenants,
+        settings: settings.clone(),
     })
 }
 

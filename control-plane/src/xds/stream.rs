@@ -36,6 +36,8 @@ async fn run(
 ) {
     let mut snapshots = publisher.subscribe();
     let mut node: Option<String> = None;
+    // A node whose metadata names a tenant gets that tenant's sources only.
+    let mut tenant: Option<String> = None;
     // Resource names the Envoy subscribed to; None until its first request.
     let mut names: Option<Vec<String>> = None;
     let mut last: Option<Sent> = None;
@@ -53,8 +55,9 @@ async fn run(
                 };
                 if node.is_none() {
                     let (id, cluster) = req.node.as_ref().map(|n| (n.id.clone(), n.cluster.clone())).unwrap_or_default();
-                    registry.connected(&id, &cluster);
-                    tracing::info!(node = %id, cluster = %cluster, "envoy connected");
+                    tenant = req.node.as_ref().and_then(tenant_of);
+                    registry.connected(&id, &cluster, tenant.as_deref());
+                    tracing::info!(node = %id, cluster = %cluster, tenant = ?tenant, "envoy connected");
                     node = Some(id);
                 }
                 let id = node.as_deref().unwrap_or_default();
@@ -95,24 +98,21 @@ async fn run(
             continue;
         }
         let snapshot = snapshots.borrow_and_update().clone();
+        let (version, resource) = snapshot.scoped(tenant.as_deref());
         let wanted = names
             .as_ref()
             .is_some_and(|n| n.is_empty() || n.iter().any(|x| x == publisher.filter_name()));
         nonce += 1;
         let response = DiscoveryResponse {
-            version_info: snapshot.version.clone(),
-            resources: if wanted {
-                vec![snapshot.resource.clone()]
-            } else {
-                Vec::new()
-            },
+            version_info: version.clone(),
+            resources: if wanted { vec![resource] } else { Vec::new() },
             type_url: EXTENSION_CONFIG_TYPE.into(),
             nonce: nonce.to_string(),
             ..Default::default()
         };
         last = Some(Sent {
             nonce: nonce.to_string(),
-            version: snapshot.version.clone(),
+            version,
         });
         if tx.send(Ok(response)).await.is_err() {
             break;
@@ -121,5 +121,21 @@ async fn run(
     if let Some(id) = &node {
         registry.disconnected(id);
         tracing::info!(node = %id, "envoy disconnected");
+    }
+}
+
+/// The tenant named by the node metadata key `hookmesh.tenant`, if any (empty means all).
+fn tenant_of(node: &envoy_types::pb::envoy::config::core::v3::Node) -> Option<String> {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    match node
+        .metadata
+        .as_ref()?
+        .fields
+        .get("hookmesh.tenant")?
+        .kind
+        .as_ref()?
+    {
+        Kind::StringValue(t) if !t.is_empty() => Some(t.clone()),
+        _ => None,
     }
 }

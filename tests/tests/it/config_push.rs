@@ -243,6 +243,50 @@ fn hub_sources_are_routed_to_the_ingest_and_edge_sources_to_the_app() {
 }
 
 #[test]
+fn an_envoy_scoped_to_a_tenant_gets_only_its_sources() {
+    let s = setup();
+    let other =
+        s.cp.json("POST", "/v1/tenants", Some(&json!({"name": "other"})), 201)["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    s.create(github_source("mine", "/mine", "m"));
+    s.cp.json(
+        "POST",
+        "/v1/sources",
+        Some(&json!({"tenant_id": other, "spec": github_source("theirs", "/theirs", "t")})),
+        201,
+    );
+    let app = Receiver::start();
+    let scoped = Envoy::sidecar_for_tenant("acme-only", s.cp.xds_port, app.port, &s.tenant);
+    let shared = Envoy::sidecar("all-tenants", s.cp.xds_port, app.port);
+    eventually("both enforce acme's source", || {
+        github_post(&scoped, "/mine", Some("m"), None) == 200
+            && github_post(&shared, "/mine", Some("m"), None) == 200
+    });
+    eventually("the shared one enforces the other tenant's too", || {
+        github_post(&shared, "/theirs", Some("t"), None) == 200
+    });
+    assert_eq!(
+        github_post(&scoped, "/theirs", Some("t"), None),
+        404,
+        "the scoped Envoy knows nothing of other tenants"
+    );
+    let envoys = s.envoys();
+    let scoped_status = envoys.iter().find(|e| e["node_id"] == "acme-only").unwrap();
+    assert_eq!(scoped_status["tenant"], s.tenant.as_str());
+    let shared_status = envoys
+        .iter()
+        .find(|e| e["node_id"] == "all-tenants")
+        .unwrap();
+    assert!(shared_status["tenant"].is_null());
+    assert_ne!(
+        scoped_status["acked_version"], shared_status["acked_version"],
+        "a scoped configuration has its own version"
+    );
+}
+
+#[test]
 fn two_envoys_converge_on_every_change() {
     let s = setup();
     let app = Receiver::start();
