@@ -5,6 +5,7 @@
 //! - [`cli`]: the command line; `main.rs` only parses and dispatches.
 //! - [`server`]: start-up (store, migrations, bootstrap admin key) and graceful serving.
 //! - [`api`]: the REST API, one module per resource, problem+json errors, OpenAPI.
+//! - [`delivery`]: durable outbound delivery: group commit, leases, signing, retries.
 //! - [`store`]: the `Store` trait with SQLite and PostgreSQL implementations.
 //! - [`secrets`]: AEAD sealing of secrets at rest under a master key.
 //! - [`telemetry`]: logging and Prometheus metrics.
@@ -16,6 +17,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod delivery;
 pub mod ids;
 pub mod secrets;
 pub mod server;

@@ -6,6 +6,7 @@ use crate::api::{self, AppState};
 use crate::secrets::MasterKeys;
 use crate::store::{self, Kind, Store};
 use crate::telemetry::Metrics;
+use crate::delivery::{DeliveryError, DeliverySettings, Engine};
 use crate::xds::{Publisher, Registry, SnapshotError, XdsSettings};
 use std::future::Future;
 use std::path::Path;
@@ -30,6 +31,9 @@ pub enum ServeError {
     /// The stored sources do not make a filter configuration.
     #[error("filter configuration: {0}")]
     Snapshot(#[from] SnapshotError),
+    /// The delivery engine.
+    #[error("delivery: {0}")]
+    Delivery(#[from] DeliveryError),
     /// The xDS server.
     #[error("xds: {0}")]
     Xds(#[from] tonic::transport::Error),
@@ -131,27 +135,18 @@ pub async fn serve(
 /// # Errors
 /// When the stored sources do not build a filter configuration.
 pub async fn state(store: Arc<dyn Store>, keys: MasterKeys) -> Result<AppState, ServeError> {
-    state_with(store, keys, XdsSettings::default()).await
+    state_with(store, keys, XdsSettings::default(), DeliverySettings::default()).await
 }
 
 /// Builds the state with the given xDS settings.
 ///
 /// # Errors
 /// When the stored sources do not build a filter configuration.
-pub async fn state_with(
-    store: Arc<dyn Store>,
-    keys: MasterKeys,
-    settings: XdsSettings,
-) -> Result<AppState, ServeError> {
+pub async fn state_with(store: Arc<dyn Store>, keys: MasterKeys, settings: XdsSettings, delivery: DeliverySettings) -> Result<AppState, ServeError> {
     let keys = Arc::new(keys);
     let config = Publisher::new(store.clone(), keys.clone(), settings).await?;
-    Ok(AppState {
-        store,
-        keys,
-        metrics: Arc::new(Metrics::default()),
-        config,
-        envoys: Arc::new(Registry::default()),
-    })
+    let delivery = Engine::start(store.clone(), keys.clone(), delivery).await?;
+    Ok(AppState { store, keys, metrics: Arc::new(Metrics::default()), config, envoys: Arc::new(Registry::default()), delivery })
 }
 
 /// Re-seals every secret under the current master key. Returns how many were re-sealed.

@@ -28,6 +28,8 @@ pub enum Area {
     Endpoints,
     /// Event types.
     EventTypes,
+    /// Events, deliveries and attempts.
+    Events,
 }
 
 impl Area {
@@ -36,6 +38,7 @@ impl Area {
             Area::Sources => "sources",
             Area::Endpoints => "endpoints",
             Area::EventTypes => "event_types",
+            Area::Events => "events",
         }
     }
 }
@@ -50,7 +53,7 @@ pub enum Access {
 }
 
 /// Every scope an API key may hold.
-pub const SCOPES: [&str; 9] = [
+pub const SCOPES: [&str; 11] = [
     "admin",
     "write",
     "read",
@@ -60,6 +63,8 @@ pub const SCOPES: [&str; 9] = [
     "endpoints:write",
     "event_types:read",
     "event_types:write",
+    "events:read",
+    "events:write",
 ];
 
 /// The stored form of an API key (the `resources` body; the hash is the unique key).

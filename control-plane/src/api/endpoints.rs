@@ -400,6 +400,7 @@ async fn create(
             ),
         )
         .await?;
+    refresh_delivery(&state).await;
     Ok(with_etag(StatusCode::CREATED, 1, view(&r)?))
 }
 
@@ -464,6 +465,7 @@ async fn replace(
             ),
         )
         .await?;
+    refresh_delivery(&state).await;
     Ok(with_etag(StatusCode::OK, r.version, view(&r)?))
 }
 
@@ -495,6 +497,7 @@ async fn remove(
             ),
         )
         .await?;
+    refresh_delivery(&state).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -577,5 +580,101 @@ async fn rotate_secret(
             ),
         )
         .await?;
+    refresh_delivery(&state).await;
     Ok(AppJson(secret_view(&secrets, now)))
+}
+
+/// An endpoint as the delivery engine uses it: settings and the secrets valid now.
+#[derive(Debug, Clone)]
+pub struct EndpointRuntime {
+    /// Id.
+    pub id: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Destination.
+    pub url: String,
+    /// Subscriptions (`*`, `invoice.*`, exact names; empty = all).
+    pub event_types: Vec<String>,
+    /// Extra headers.
+    pub headers: BTreeMap<String, String>,
+    /// Retry policy, when not the default.
+    pub retry_policy: Option<RetryPolicy>,
+    /// Whether deliveries are made.
+    pub enabled: bool,
+    /// The current secret first, then previous ones still within their overlap.
+    pub secrets: Vec<String>,
+}
+
+impl EndpointRuntime {
+    /// Whether the endpoint subscribes to `event_type`.
+    pub fn subscribes(&self, event_type: &str) -> bool {
+        self.event_types.is_empty()
+            || self.event_types.iter().any(|p| {
+                p == "*" || p == event_type || p.strip_suffix('*').is_some_and(|prefix| prefix.ends_with('.') && event_type.starts_with(prefix))
+            })
+    }
+}
+
+/// The runtime view of a stored endpoint.
+///
+/// # Errors
+/// Undecryptable secrets or a corrupt row.
+pub fn runtime(keys: &crate::secrets::MasterKeys, r: &Resource, now: i64) -> Result<EndpointRuntime, ApiError> {
+    let s: Stored = serde_json::from_value(r.body.clone()).map_err(ApiError::internal)?;
+    let sealed = r.secrets.as_deref().ok_or_else(|| ApiError::internal(crate::store::StoreError::Corrupt("endpoint without secret".into())))?;
+    let secrets: SealedSecrets = serde_json::from_slice(&keys.open(sealed, &r.id).map_err(ApiError::internal)?).map_err(ApiError::internal)?;
+    let mut all = vec![secrets.current];
+    all.extend(secrets.previous.into_iter().filter(|(_, exp)| *exp > now).map(|(k, _)| k));
+    Ok(EndpointRuntime {
+        id: r.id.clone(),
+        tenant_id: r.tenant_id.clone(),
+        url: s.url,
+        event_types: s.event_types,
+        headers: s.headers,
+        retry_policy: s.retry_policy,
+        enabled: s.enabled,
+        secrets: all,
+    })
+}
+
+/// Disables an endpoint on the system's behalf (it answered 410 Gone), with an audit entry.
+///
+/// # Errors
+/// Storage failures; an endpoint already gone is not an error.
+pub async fn disable(store: &dyn crate::store::Store, id: &str, reason: &str) -> Result<(), ApiError> {
+    let Some(old) = store.get(Kind::Endpoint, id).await? else { return Ok(()) };
+    let mut s: Stored = serde_json::from_value(old.body.clone()).map_err(ApiError::internal)?;
+    if !s.enabled {
+        return Ok(());
+    }
+    s.enabled = false;
+    let body = serde_json::to_value(s).map_err(ApiError::internal)?;
+    let r = Resource { body, version: old.version + 1, updated_at: now_ms(), ..old.clone() };
+    let system = Principal::new("system", None, &["admin"]);
+    store.update(&r, old.version, &audit(&system, "disable", Kind::Endpoint, id, Some(&old.tenant_id), serde_json::json!({"reason": reason}))).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriptions_match_exact_wildcard_and_all() {
+        let mut e = EndpointRuntime { id: "ep".into(), tenant_id: "t".into(), url: "https://x".into(), event_types: vec![], headers: BTreeMap::new(), retry_policy: None, enabled: true, secrets: vec![] };
+        assert!(e.subscribes("anything"));
+        e.event_types = vec!["invoice.*".into(), "user.created".into()];
+        assert!(e.subscribes("invoice.paid") && e.subscribes("invoice.line.added") && e.subscribes("user.created"));
+        assert!(!e.subscribes("invoices.paid") && !e.subscribes("invoice") && !e.subscribes("user.deleted"));
+        e.event_types = vec!["*".into()];
+        assert!(e.subscribes("x"));
+    }
+}
+
+/// Publishing right after an endpoint change must see it: reload the engine's endpoints now
+/// (other replicas pick it up within their refresh period).
+async fn refresh_delivery(state: &AppState) {
+    if let Err(e) = state.delivery.endpoints.refresh().await {
+        tracing::warn!(error = %e, "endpoint cache refresh failed; the periodic refresh will retry");
+    }
 }

@@ -8,6 +8,7 @@ pub mod auth;
 mod docs;
 mod endpoints;
 mod envoys;
+mod events;
 pub mod error;
 mod event_types;
 pub mod extract;
@@ -35,6 +36,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use idempotency::RETENTION_MS as IDEMPOTENCY_RETENTION_MS;
 pub use keys::insert_key as keys_insert;
 pub use resource::audit as audit_entry;
+pub use endpoints::{disable as disable_endpoint, runtime as endpoint_runtime, EndpointRuntime, RetryPolicy};
 pub use sources::open_spec as open_source_spec;
 
 /// Request bodies above this are refused with 413.
@@ -53,6 +55,8 @@ pub struct AppState {
     pub config: Arc<crate::xds::Publisher>,
     /// Envoys seen on xDS streams.
     pub envoys: Arc<crate::xds::Registry>,
+    /// Outbound delivery: publishing, endpoint cache.
+    pub delivery: Arc<crate::delivery::Engine>,
 }
 
 #[derive(OpenApi)]
@@ -96,6 +100,7 @@ fn v1() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(keys::routes())
         .merge(audit::routes())
         .merge(envoys::routes())
+        .merge(events::routes())
         .split_for_parts()
 }
 

@@ -68,6 +68,13 @@ pub struct ServeArgs {
     pub log_json: bool,
     #[command(flatten)]
     pub xds: XdsArgs,
+    /// Destination networks allowed for deliveries although internal (loopback, private, …),
+    /// comma-separated CIDRs; by default such destinations are refused.
+    #[arg(long, env = "HOOKMESH_ALLOW_DESTINATION_CIDRS", value_delimiter = ',')]
+    pub allow_destination_cidrs: Vec<String>,
+    /// Delivery attempts in flight at most.
+    #[arg(long, env = "HOOKMESH_DELIVERY_CONCURRENCY", default_value_t = 256)]
+    pub delivery_concurrency: usize,
 }
 
 /// The xDS server and what it pushes.
@@ -170,10 +177,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = server::open_store(&args.db.url(), &args.db.data_dir)
         .await
         .context("--database-url")?;
+    let allow = args
+        .allow_destination_cidrs
+        .iter()
+        .map(|c| c.parse().map_err(|e| anyhow::anyhow!("--allow-destination-cidrs {c}: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let delivery = crate::delivery::DeliverySettings { allow_destination_cidrs: allow, concurrency: args.delivery_concurrency, ..Default::default() };
     let state = server::state_with(
         store,
         keys(&args.db, &args.keys).context("--master-key")?,
         args.xds.settings()?,
+        delivery,
     )
     .await
     .context("building the filter configuration from the stored sources")?;

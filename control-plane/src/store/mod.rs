@@ -140,6 +140,135 @@ pub enum Reservation {
     Existing(IdempotentResponse),
 }
 
+/// An event to store with its deliveries (one per matching endpoint).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// Prefixed id.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Event type name.
+    pub event_type: String,
+    /// JSON payload, as text.
+    pub payload: String,
+    /// Caller id or Idempotency-Key; a second event with the same key is not stored.
+    pub dedup_key: Option<String>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Deliveries to create: (delivery id, endpoint id).
+    pub deliveries: Vec<(String, String)>,
+    /// First attempt not before (unix ms).
+    pub deliver_at: i64,
+    /// Higher first.
+    pub priority: i64,
+}
+
+/// What storing an event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// Stored with its deliveries.
+    Created,
+    /// An event with the same dedup key exists: its id.
+    Duplicate(String),
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    /// Id.
+    pub id: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Type.
+    pub event_type: String,
+    /// JSON text.
+    pub payload: String,
+    /// Unix ms.
+    pub created_at: i64,
+}
+
+/// A delivery, as claimed by a worker or listed by the API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryRow {
+    /// Id.
+    pub id: String,
+    /// The event.
+    pub event_id: String,
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// `pending`, `leased`, `succeeded` or `dead`.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// Unix ms.
+    pub next_attempt_at: i64,
+    /// Last failure.
+    pub last_error: Option<String>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+}
+
+/// One attempt to deliver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRow {
+    /// Id.
+    pub id: String,
+    /// The delivery.
+    pub delivery_id: String,
+    /// 1 for the first attempt.
+    pub attempt: i64,
+    /// Unix ms.
+    pub started_at: i64,
+    /// Milliseconds.
+    pub duration_ms: i64,
+    /// HTTP status, when a response came.
+    pub status_code: Option<i64>,
+    /// JSON object, secrets masked.
+    pub request_headers: String,
+    /// JSON object.
+    pub response_headers: Option<String>,
+    /// At most 8 KiB.
+    pub response_body: Option<String>,
+    /// `timeout`, `connect`, `status`, `refused_destination`, ….
+    pub error_class: Option<String>,
+    /// What happened.
+    pub error: Option<String>,
+}
+
+/// The result of one attempt, to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// The attempt.
+    pub attempt: AttemptRow,
+    /// New status: `pending` (retry), `succeeded` or `dead`.
+    pub status: &'static str,
+    /// When to retry (for `pending`).
+    pub next_attempt_at: i64,
+    /// The failure, if any.
+    pub last_error: Option<String>,
+}
+
+/// Delivery filters.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryQuery {
+    /// Tenant.
+    pub tenant_id: Option<String>,
+    /// Endpoint.
+    pub endpoint_id: Option<String>,
+    /// Event.
+    pub event_id: Option<String>,
+    /// Status.
+    pub status: Option<String>,
+    /// Ids after this.
+    pub after: Option<String>,
+    /// Page size.
+    pub limit: i64,
+}
+
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -236,6 +365,26 @@ pub trait Store: Send + Sync + 'static {
     async fn idempotency_release(&self, key: &str) -> Result<(), StoreError>;
     /// Forgets keys older than `before` (unix ms).
     async fn idempotency_purge(&self, before: i64) -> Result<u64, StoreError>;
+
+    /// Stores events and their deliveries in one transaction (group commit).
+    async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<Stored>, StoreError>;
+    /// Leases up to `limit` due deliveries (pending and due, or leased with an expired lease)
+    /// until `lease_until`, highest priority first.
+    async fn claim_deliveries(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<DeliveryRow>, StoreError>;
+    /// Events by id.
+    async fn events_by_id(&self, ids: &[String]) -> Result<Vec<EventRow>, StoreError>;
+    /// Records attempts and outcomes in one transaction.
+    async fn complete_deliveries(&self, done: &[Completion], now: i64) -> Result<(), StoreError>;
+    /// Makes a delivery due now (manual retry); false when it does not exist.
+    async fn retry_delivery(&self, id: &str, now: i64) -> Result<bool, StoreError>;
+    /// A page of events.
+    async fn list_events(&self, tenant_id: Option<&str>, after: Option<&str>, limit: i64) -> Result<Vec<EventRow>, StoreError>;
+    /// A page of deliveries.
+    async fn list_deliveries(&self, q: &DeliveryQuery) -> Result<Vec<DeliveryRow>, StoreError>;
+    /// A delivery by id.
+    async fn get_delivery(&self, id: &str) -> Result<Option<DeliveryRow>, StoreError>;
+    /// The attempts of a delivery.
+    async fn list_attempts(&self, delivery_id: &str) -> Result<Vec<AttemptRow>, StoreError>;
 }
 
 /// Opens the store a database URL names: `postgres://…` or `sqlite:…`.

@@ -2,8 +2,8 @@
 
 use super::sql::{parse_kind, sql_store, DbTypes};
 use super::{
-    AuditEntry, AuditQuery, IdempotentResponse, Kind, ListQuery, Reservation, Resource, Store,
-    StoreError,
+    AttemptRow, AuditEntry, AuditQuery, Completion, DeliveryQuery, DeliveryRow, EventRow, IdempotentResponse, Kind, ListQuery, NewEvent,
+    Reservation, Resource, Store, StoreError, Stored,
 };
 use sqlx::postgres::PgPoolOptions;
 use std::time::Duration;
@@ -36,4 +36,11 @@ impl PgStore {
     }
 }
 
-sql_store!(PgStore, "postgres");
+// Several replicas claim concurrently: SKIP LOCKED hands each its own rows without waiting.
+sql_store!(
+    PgStore,
+    "postgres",
+    "UPDATE deliveries SET status = 'leased', lease_until = $1, updated_at = $2 WHERE id IN (\
+     SELECT id FROM deliveries WHERE (status = 'pending' AND next_attempt_at <= $2) OR (status = 'leased' AND lease_until < $2) \
+     ORDER BY priority DESC, next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING *"
+);

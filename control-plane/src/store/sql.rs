@@ -6,8 +6,52 @@
 
 /// Implements [`Store`](super::Store) for a struct with a `pool` field of the backend's pool.
 macro_rules! sql_store {
-    ($store:ident, $backend:literal) => {
+    ($store:ident, $backend:literal, $claim:expr) => {
         impl $store {
+            fn delivery(row: &<Self as DbTypes>::Row) -> Result<DeliveryRow, StoreError> {
+                use sqlx::Row as _;
+                Ok(DeliveryRow {
+                    id: row.try_get("id")?,
+                    event_id: row.try_get("event_id")?,
+                    endpoint_id: row.try_get("endpoint_id")?,
+                    tenant_id: row.try_get("tenant_id")?,
+                    status: row.try_get("status")?,
+                    attempts: row.try_get("attempts")?,
+                    next_attempt_at: row.try_get("next_attempt_at")?,
+                    last_error: row.try_get("last_error")?,
+                    created_at: row.try_get("created_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                })
+            }
+
+            fn event(row: &<Self as DbTypes>::Row) -> Result<EventRow, StoreError> {
+                use sqlx::Row as _;
+                Ok(EventRow {
+                    id: row.try_get("id")?,
+                    tenant_id: row.try_get("tenant_id")?,
+                    event_type: row.try_get("event_type")?,
+                    payload: row.try_get("payload")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            }
+
+            fn attempt(row: &<Self as DbTypes>::Row) -> Result<AttemptRow, StoreError> {
+                use sqlx::Row as _;
+                Ok(AttemptRow {
+                    id: row.try_get("id")?,
+                    delivery_id: row.try_get("delivery_id")?,
+                    attempt: row.try_get("attempt")?,
+                    started_at: row.try_get("started_at")?,
+                    duration_ms: row.try_get("duration_ms")?,
+                    status_code: row.try_get("status_code")?,
+                    request_headers: row.try_get("request_headers")?,
+                    response_headers: row.try_get("response_headers")?,
+                    response_body: row.try_get("response_body")?,
+                    error_class: row.try_get("error_class")?,
+                    error: row.try_get("error")?,
+                })
+            }
+
             fn resource(row: &<Self as DbTypes>::Row) -> Result<Resource, StoreError> {
                 use sqlx::Row as _;
                 let kind: String = row.try_get("kind")?;
@@ -276,6 +320,162 @@ macro_rules! sql_store {
             async fn idempotency_release(&self, key: &str) -> Result<(), StoreError> {
                 sqlx::query("DELETE FROM idempotency WHERE key = $1").bind(key).execute(&self.pool).await?;
                 Ok(())
+            }
+
+            async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<Stored>, StoreError> {
+                use sqlx::Row as _;
+                let mut tx = self.pool.begin().await?;
+                let mut out = Vec::with_capacity(events.len());
+                let mut in_batch: std::collections::HashMap<(&str, &str), &str> = std::collections::HashMap::new();
+                for e in events {
+                    if let Some(key) = &e.dedup_key {
+                        if let Some(id) = in_batch.get(&(e.tenant_id.as_str(), key.as_str())) {
+                            out.push(Stored::Duplicate((*id).to_owned()));
+                            continue;
+                        }
+                        let existing = sqlx::query("SELECT id FROM events WHERE tenant_id = $1 AND dedup_key = $2")
+                            .bind(&e.tenant_id)
+                            .bind(key)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        if let Some(row) = existing {
+                            out.push(Stored::Duplicate(row.try_get("id")?));
+                            continue;
+                        }
+                        in_batch.insert((e.tenant_id.as_str(), key.as_str()), e.id.as_str());
+                    }
+                    sqlx::query("INSERT INTO events (id, tenant_id, event_type, payload, dedup_key, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+                        .bind(&e.id)
+                        .bind(&e.tenant_id)
+                        .bind(&e.event_type)
+                        .bind(&e.payload)
+                        .bind(&e.dedup_key)
+                        .bind(e.created_at)
+                        .execute(&mut *tx)
+                        .await?;
+                    for (delivery_id, endpoint_id) in &e.deliveries {
+                        sqlx::query(
+                            "INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, lease_until, priority, last_error, created_at, updated_at) \
+                             VALUES ($1, $2, $3, $4, 'pending', 0, $5, NULL, $6, NULL, $7, $7)",
+                        )
+                        .bind(delivery_id)
+                        .bind(&e.id)
+                        .bind(endpoint_id)
+                        .bind(&e.tenant_id)
+                        .bind(e.deliver_at)
+                        .bind(e.priority)
+                        .bind(e.created_at)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    out.push(Stored::Created);
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+
+            async fn claim_deliveries(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<DeliveryRow>, StoreError> {
+                let rows = sqlx::query($claim).bind(lease_until).bind(now).bind(limit).fetch_all(&self.pool).await?;
+                rows.iter().map(Self::delivery).collect()
+            }
+
+            async fn events_by_id(&self, ids: &[String]) -> Result<Vec<EventRow>, StoreError> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new("SELECT * FROM events WHERE id IN (");
+                let mut list = q.separated(", ");
+                for id in ids {
+                    list.push_bind(id);
+                }
+                q.push(")");
+                let rows = q.build().fetch_all(&self.pool).await?;
+                rows.iter().map(Self::event).collect()
+            }
+
+            async fn complete_deliveries(&self, done: &[Completion], now: i64) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                for c in done {
+                    let a = &c.attempt;
+                    sqlx::query(
+                        "INSERT INTO attempts (id, delivery_id, attempt, started_at, duration_ms, status_code, request_headers, response_headers, response_body, error_class, error) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                    )
+                    .bind(&a.id)
+                    .bind(&a.delivery_id)
+                    .bind(a.attempt)
+                    .bind(a.started_at)
+                    .bind(a.duration_ms)
+                    .bind(a.status_code)
+                    .bind(&a.request_headers)
+                    .bind(&a.response_headers)
+                    .bind(&a.response_body)
+                    .bind(&a.error_class)
+                    .bind(&a.error)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("UPDATE deliveries SET status = $1, attempts = $2, next_attempt_at = $3, lease_until = NULL, last_error = $4, updated_at = $5 WHERE id = $6")
+                        .bind(c.status)
+                        .bind(a.attempt)
+                        .bind(c.next_attempt_at)
+                        .bind(&c.last_error)
+                        .bind(now)
+                        .bind(&a.delivery_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn retry_delivery(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+                let done = sqlx::query("UPDATE deliveries SET status = 'pending', next_attempt_at = $1, lease_until = NULL, updated_at = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn list_events(&self, tenant_id: Option<&str>, after: Option<&str>, limit: i64) -> Result<Vec<EventRow>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT * FROM events WHERE (CAST($1 AS TEXT) IS NULL OR tenant_id = $1) AND (CAST($2 AS TEXT) IS NULL OR id > $2) ORDER BY id LIMIT $3",
+                )
+                .bind(tenant_id)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(Self::event).collect()
+            }
+
+            async fn list_deliveries(&self, q: &DeliveryQuery) -> Result<Vec<DeliveryRow>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT * FROM deliveries WHERE (CAST($1 AS TEXT) IS NULL OR tenant_id = $1) \
+                     AND (CAST($2 AS TEXT) IS NULL OR endpoint_id = $2) \
+                     AND (CAST($3 AS TEXT) IS NULL OR event_id = $3) \
+                     AND (CAST($4 AS TEXT) IS NULL OR status = $4) \
+                     AND (CAST($5 AS TEXT) IS NULL OR id > $5) ORDER BY id LIMIT $6",
+                )
+                .bind(&q.tenant_id)
+                .bind(&q.endpoint_id)
+                .bind(&q.event_id)
+                .bind(&q.status)
+                .bind(&q.after)
+                .bind(q.limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(Self::delivery).collect()
+            }
+
+            async fn get_delivery(&self, id: &str) -> Result<Option<DeliveryRow>, StoreError> {
+                let row = sqlx::query("SELECT * FROM deliveries WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::delivery).transpose()
+            }
+
+            async fn list_attempts(&self, delivery_id: &str) -> Result<Vec<AttemptRow>, StoreError> {
+                let rows = sqlx::query("SELECT * FROM attempts WHERE delivery_id = $1 ORDER BY attempt").bind(delivery_id).fetch_all(&self.pool).await?;
+                rows.iter().map(Self::attempt).collect()
             }
 
             async fn idempotency_purge(&self, before: i64) -> Result<u64, StoreError> {

@@ -2,8 +2,8 @@
 
 use super::sql::{parse_kind, sql_store, DbTypes};
 use super::{
-    AuditEntry, AuditQuery, IdempotentResponse, Kind, ListQuery, Reservation, Resource, Store,
-    StoreError,
+    AttemptRow, AuditEntry, AuditQuery, Completion, DeliveryQuery, DeliveryRow, EventRow, IdempotentResponse, Kind, ListQuery, NewEvent,
+    Reservation, Resource, Store, StoreError, Stored,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use std::str::FromStr;
@@ -44,4 +44,11 @@ impl SqliteStore {
     }
 }
 
-sql_store!(SqliteStore, "sqlite");
+// One dispatcher per process claims on SQLite, so a plain UPDATE … RETURNING is enough.
+sql_store!(
+    SqliteStore,
+    "sqlite",
+    "UPDATE deliveries SET status = 'leased', lease_until = $1, updated_at = $2 WHERE id IN (\
+     SELECT id FROM deliveries WHERE (status = 'pending' AND next_attempt_at <= $2) OR (status = 'leased' AND lease_until < $2) \
+     ORDER BY priority DESC, next_attempt_at LIMIT $3) RETURNING *"
+);

@@ -1,0 +1,103 @@
+//! Durable outbound delivery.
+//!
+//! `POST /v1/events` stores the event and one delivery per subscribed endpoint in one
+//! transaction, shared with concurrent publishers (group commit), before answering 202. The
+//! dispatcher leases due deliveries (`FOR UPDATE SKIP LOCKED` on PostgreSQL; one dispatcher
+//! per process on SQLite), sends them signed (Standard Webhooks) over a pooled client, and a
+//! writer records every attempt and the next step: done, retry at the policy's next time, or
+//! dead letter.
+//!
+//! - [`retry`]: the pure retry schedule, `Retry-After` handling.
+//! - [`sign`]: Standard Webhooks headers with the filter crate's code.
+//! - [`send`]: the HTTP client and its SSRF guard.
+//! - `worker`: the dispatch loop and the attempt writer.
+//! - `publish`: fan-out and group commit.
+//! - `endpoints`: the decrypted endpoint cache.
+
+mod endpoints;
+mod publish;
+pub mod retry;
+pub mod send;
+pub mod sign;
+mod worker;
+
+pub use endpoints::EndpointCache;
+pub use publish::{PublishRequest, Published};
+
+use crate::secrets::MasterKeys;
+use crate::store::{Store, StoreError};
+use hookmesh_filter::Cidr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify, Semaphore};
+
+/// Delivery settings.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// Destination CIDRs allowed despite being internal (tests: 127.0.0.0/8).
+    pub allow_destination_cidrs: Vec<Cidr>,
+    /// Attempts in flight at most.
+    pub concurrency: usize,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        DeliverySettings { allow_destination_cidrs: Vec::new(), concurrency: 256, timeout: Duration::from_secs(15) }
+    }
+}
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// Loading endpoints.
+    #[error("loading endpoints: {0}")]
+    Store(#[from] StoreError),
+    /// The HTTP client.
+    #[error("building the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// The delivery engine.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    /// The endpoints as delivered to.
+    pub endpoints: Arc<EndpointCache>,
+    sender: send::Sender,
+    permits: Arc<Semaphore>,
+    timeout: Duration,
+    wake: Notify,
+    committer: mpsc::Sender<publish::Batch>,
+}
+
+impl Engine {
+    /// Builds the engine and starts its tasks (committer, dispatcher, writer, cache refresher).
+    ///
+    /// # Errors
+    /// When endpoints cannot be loaded or the client cannot be built.
+    pub async fn start(store: Arc<dyn Store>, keys: Arc<MasterKeys>, settings: DeliverySettings) -> Result<Arc<Engine>, DeliveryError> {
+        let endpoints = EndpointCache::new(store.clone(), keys).await?;
+        endpoints.spawn_refresher(Duration::from_secs(2));
+        let (commit_tx, commit_rx) = mpsc::channel(4096);
+        let (done_tx, done_rx) = mpsc::channel(4096);
+        let engine = Arc::new(Engine {
+            store,
+            endpoints,
+            sender: send::Sender::new(send::DestinationGuard::new(settings.allow_destination_cidrs))?,
+            permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            timeout: settings.timeout,
+            wake: Notify::new(),
+            committer: commit_tx,
+        });
+        tokio::spawn(publish::commit(engine.clone(), commit_rx));
+        tokio::spawn(worker::write(engine.clone(), done_rx));
+        tokio::spawn(worker::dispatch(engine.clone(), done_tx));
+        Ok(engine)
+    }
+
+    /// Wakes the dispatcher (a delivery became due now).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
