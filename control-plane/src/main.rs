@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve(args) => run(Box::pin(serve::serve(args))),
+        Command::Serve(args) => run(Box::pin(serve::serve(*args))),
         Command::Migrate(args) => run(Box::pin(serve::migrate(args))),
         Command::Rekey(args) => run(Box::pin(serve::rekey(args))),
         Command::Sig(cmd) => match sig::run(&cmd, now, &mut std::io::stdout().lock()) {

@@ -3,10 +3,10 @@
 
 use crate::api::auth::{generate_key, hash_key, KeyRecord, Principal};
 use crate::api::{self, AppState};
+use crate::delivery::{DeliveryError, DeliverySettings, Engine};
 use crate::secrets::MasterKeys;
 use crate::store::{self, Kind, Store};
 use crate::telemetry::Metrics;
-use crate::delivery::{DeliveryError, DeliverySettings, Engine};
 use crate::xds::{Publisher, Registry, SnapshotError, XdsSettings};
 use std::future::Future;
 use std::path::Path;
@@ -135,18 +135,36 @@ pub async fn serve(
 /// # Errors
 /// When the stored sources do not build a filter configuration.
 pub async fn state(store: Arc<dyn Store>, keys: MasterKeys) -> Result<AppState, ServeError> {
-    state_with(store, keys, XdsSettings::default(), DeliverySettings::default()).await
+    state_with(
+        store,
+        keys,
+        XdsSettings::default(),
+        DeliverySettings::default(),
+    )
+    .await
 }
 
 /// Builds the state with the given xDS settings.
 ///
 /// # Errors
 /// When the stored sources do not build a filter configuration.
-pub async fn state_with(store: Arc<dyn Store>, keys: MasterKeys, settings: XdsSettings, delivery: DeliverySettings) -> Result<AppState, ServeError> {
+pub async fn state_with(
+    store: Arc<dyn Store>,
+    keys: MasterKeys,
+    settings: XdsSettings,
+    delivery: DeliverySettings,
+) -> Result<AppState, ServeError> {
     let keys = Arc::new(keys);
     let config = Publisher::new(store.clone(), keys.clone(), settings).await?;
     let delivery = Engine::start(store.clone(), keys.clone(), delivery).await?;
-    Ok(AppState { store, keys, metrics: Arc::new(Metrics::default()), config, envoys: Arc::new(Registry::default()), delivery })
+    Ok(AppState {
+        store,
+        keys,
+        metrics: Arc::new(Metrics::default()),
+        config,
+        envoys: Arc::new(Registry::default()),
+        delivery,
+    })
 }
 
 /// Re-seals every secret under the current master key. Returns how many were re-sealed.

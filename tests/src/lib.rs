@@ -11,7 +11,6 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -332,12 +331,18 @@ impl Received {
     }
 }
 
+/// What the receiver answers: queued responses first, then the default status.
+struct Script {
+    default: u16,
+    queue: std::collections::VecDeque<(u16, Vec<(String, String)>)>,
+}
+
 /// A recording HTTP/1.1 upstream on 127.0.0.1, answering a switchable status.
 pub struct Receiver {
     /// Its port.
     pub port: u16,
     received: Arc<Mutex<Vec<Received>>>,
-    status: Arc<AtomicU16>,
+    script: Arc<Mutex<Script>>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -348,9 +353,12 @@ impl Receiver {
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
         let received = Arc::new(Mutex::new(Vec::new()));
-        let status = Arc::new(AtomicU16::new(200));
+        let script = Arc::new(Mutex::new(Script {
+            default: 200,
+            queue: std::collections::VecDeque::new(),
+        }));
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
-        let (rec, st) = (received.clone(), status.clone());
+        let (rec, st) = (received.clone(), script.clone());
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -380,8 +388,17 @@ impl Receiver {
                                         .collect(),
                                     body,
                                 });
+                                let (status, headers) = {
+                                    let mut s = st.lock().expect("lock");
+                                    s.queue.pop_front().unwrap_or((s.default, Vec::new()))
+                                };
                                 let mut resp = hyper::Response::new(Full::new(Bytes::from_static(b"received")));
-                                *resp.status_mut() = hyper::StatusCode::from_u16(st.load(Ordering::Relaxed)).unwrap_or(hyper::StatusCode::OK);
+                                *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+                                for (n, v) in headers {
+                                    if let (Ok(n), Ok(v)) = (hyper::header::HeaderName::from_bytes(n.as_bytes()), v.parse()) {
+                                        resp.headers_mut().insert(n, v);
+                                    }
+                                }
                                 Ok::<_, std::convert::Infallible>(resp)
                             }
                         });
@@ -394,7 +411,7 @@ impl Receiver {
         Receiver {
             port,
             received,
-            status,
+            script,
             _shutdown: tx,
         }
     }
@@ -409,9 +426,28 @@ impl Receiver {
         self.received.lock().expect("lock").clear();
     }
 
-    /// Sets the status answered from now on.
+    /// Sets the status answered when no scripted response is queued.
     pub fn set_status(&self, status: u16) {
-        self.status.store(status, Ordering::Relaxed);
+        self.script.lock().expect("lock").default = status;
+    }
+
+    /// Queues responses for the next requests, in order: (status, headers).
+    pub fn respond_with(&self, responses: &[(u16, &[(&str, &str)])]) {
+        let mut s = self.script.lock().expect("lock");
+        for (status, headers) in responses {
+            s.queue.push_back((
+                *status,
+                headers
+                    .iter()
+                    .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ));
+        }
+    }
+
+    /// The URL of a path on this receiver.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
     }
 }
 

@@ -610,7 +610,11 @@ impl EndpointRuntime {
     pub fn subscribes(&self, event_type: &str) -> bool {
         self.event_types.is_empty()
             || self.event_types.iter().any(|p| {
-                p == "*" || p == event_type || p.strip_suffix('*').is_some_and(|prefix| prefix.ends_with('.') && event_type.starts_with(prefix))
+                p == "*"
+                    || p == event_type
+                    || p.strip_suffix('*').is_some_and(|prefix| {
+                        prefix.ends_with('.') && event_type.starts_with(prefix)
+                    })
             })
     }
 }
@@ -619,12 +623,28 @@ impl EndpointRuntime {
 ///
 /// # Errors
 /// Undecryptable secrets or a corrupt row.
-pub fn runtime(keys: &crate::secrets::MasterKeys, r: &Resource, now: i64) -> Result<EndpointRuntime, ApiError> {
+pub fn runtime(
+    keys: &crate::secrets::MasterKeys,
+    r: &Resource,
+    now: i64,
+) -> Result<EndpointRuntime, ApiError> {
     let s: Stored = serde_json::from_value(r.body.clone()).map_err(ApiError::internal)?;
-    let sealed = r.secrets.as_deref().ok_or_else(|| ApiError::internal(crate::store::StoreError::Corrupt("endpoint without secret".into())))?;
-    let secrets: SealedSecrets = serde_json::from_slice(&keys.open(sealed, &r.id).map_err(ApiError::internal)?).map_err(ApiError::internal)?;
+    let sealed = r.secrets.as_deref().ok_or_else(|| {
+        ApiError::internal(crate::store::StoreError::Corrupt(
+            "endpoint without secret".into(),
+        ))
+    })?;
+    let secrets: SealedSecrets =
+        serde_json::from_slice(&keys.open(sealed, &r.id).map_err(ApiError::internal)?)
+            .map_err(ApiError::internal)?;
     let mut all = vec![secrets.current];
-    all.extend(secrets.previous.into_iter().filter(|(_, exp)| *exp > now).map(|(k, _)| k));
+    all.extend(
+        secrets
+            .previous
+            .into_iter()
+            .filter(|(_, exp)| *exp > now)
+            .map(|(k, _)| k),
+    );
     Ok(EndpointRuntime {
         id: r.id.clone(),
         tenant_id: r.tenant_id.clone(),
@@ -641,18 +661,50 @@ pub fn runtime(keys: &crate::secrets::MasterKeys, r: &Resource, now: i64) -> Res
 ///
 /// # Errors
 /// Storage failures; an endpoint already gone is not an error.
-pub async fn disable(store: &dyn crate::store::Store, id: &str, reason: &str) -> Result<(), ApiError> {
-    let Some(old) = store.get(Kind::Endpoint, id).await? else { return Ok(()) };
+pub async fn disable(
+    store: &dyn crate::store::Store,
+    id: &str,
+    reason: &str,
+) -> Result<(), ApiError> {
+    let Some(old) = store.get(Kind::Endpoint, id).await? else {
+        return Ok(());
+    };
     let mut s: Stored = serde_json::from_value(old.body.clone()).map_err(ApiError::internal)?;
     if !s.enabled {
         return Ok(());
     }
     s.enabled = false;
     let body = serde_json::to_value(s).map_err(ApiError::internal)?;
-    let r = Resource { body, version: old.version + 1, updated_at: now_ms(), ..old.clone() };
+    let r = Resource {
+        body,
+        version: old.version + 1,
+        updated_at: now_ms(),
+        ..old.clone()
+    };
     let system = Principal::new("system", None, &["admin"]);
-    store.update(&r, old.version, &audit(&system, "disable", Kind::Endpoint, id, Some(&old.tenant_id), serde_json::json!({"reason": reason}))).await?;
+    store
+        .update(
+            &r,
+            old.version,
+            &audit(
+                &system,
+                "disable",
+                Kind::Endpoint,
+                id,
+                Some(&old.tenant_id),
+                serde_json::json!({"reason": reason}),
+            ),
+        )
+        .await?;
     Ok(())
+}
+
+/// Publishing right after an endpoint change must see it: reload the engine's endpoints now
+/// (other replicas pick it up within their refresh period).
+async fn refresh_delivery(state: &AppState) {
+    if let Err(e) = state.delivery.endpoints.refresh().await {
+        tracing::warn!(error = %e, "endpoint cache refresh failed; the periodic refresh will retry");
+    }
 }
 
 #[cfg(test)]
@@ -661,20 +713,29 @@ mod tests {
 
     #[test]
     fn subscriptions_match_exact_wildcard_and_all() {
-        let mut e = EndpointRuntime { id: "ep".into(), tenant_id: "t".into(), url: "https://x".into(), event_types: vec![], headers: BTreeMap::new(), retry_policy: None, enabled: true, secrets: vec![] };
+        let mut e = EndpointRuntime {
+            id: "ep".into(),
+            tenant_id: "t".into(),
+            url: "https://x".into(),
+            event_types: vec![],
+            headers: BTreeMap::new(),
+            retry_policy: None,
+            enabled: true,
+            secrets: vec![],
+        };
         assert!(e.subscribes("anything"));
         e.event_types = vec!["invoice.*".into(), "user.created".into()];
-        assert!(e.subscribes("invoice.paid") && e.subscribes("invoice.line.added") && e.subscribes("user.created"));
-        assert!(!e.subscribes("invoices.paid") && !e.subscribes("invoice") && !e.subscribes("user.deleted"));
+        assert!(
+            e.subscribes("invoice.paid")
+                && e.subscribes("invoice.line.added")
+                && e.subscribes("user.created")
+        );
+        assert!(
+            !e.subscribes("invoices.paid")
+                && !e.subscribes("invoice")
+                && !e.subscribes("user.deleted")
+        );
         e.event_types = vec!["*".into()];
         assert!(e.subscribes("x"));
-    }
-}
-
-/// Publishing right after an endpoint change must see it: reload the engine's endpoints now
-/// (other replicas pick it up within their refresh period).
-async fn refresh_delivery(state: &AppState) {
-    if let Err(e) = state.delivery.endpoints.refresh().await {
-        tracing::warn!(error = %e, "endpoint cache refresh failed; the periodic refresh will retry");
     }
 }

@@ -165,21 +165,44 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// Validates one event (and its payload against its event type's schema) into a request.
-async fn prepare(state: &AppState, who: &Principal, e: EventInput, at: &str) -> Result<PublishRequest, Vec<FieldError>> {
+async fn prepare(
+    state: &AppState,
+    who: &Principal,
+    e: EventInput,
+    at: &str,
+) -> Result<PublishRequest, Vec<FieldError>> {
     let mut errors = Vec::new();
-    let mut bad = |f: &str, m: String| errors.push(FieldError { field: format!("{at}{f}"), message: m });
+    let mut bad = |f: &str, m: String| {
+        errors.push(FieldError {
+            field: format!("{at}{f}"),
+            message: m,
+        })
+    };
     let tenant = match who.tenant_for_create(e.tenant_id.as_deref()) {
         Ok(t) => t,
         Err(_) => {
-            bad("tenant_id", "required with a global key, and must be the key's own tenant otherwise".into());
+            bad(
+                "tenant_id",
+                "required with a global key, and must be the key's own tenant otherwise".into(),
+            );
             String::new()
         }
     };
-    let name_ok = !e.event_type.is_empty() && e.event_type.len() <= 128 && e.event_type.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    let name_ok = !e.event_type.is_empty()
+        && e.event_type.len() <= 128
+        && e.event_type
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
     if !name_ok {
-        bad("event_type", "1 to 128 letters, digits, `_`, `.` or `-`".into());
+        bad(
+            "event_type",
+            "1 to 128 letters, digits, `_`, `.` or `-`".into(),
+        );
     }
-    if e.id.as_ref().is_some_and(|id| id.is_empty() || id.len() > 255) {
+    if e.id
+        .as_ref()
+        .is_some_and(|id| id.is_empty() || id.len() > 255)
+    {
         bad("id", "1 to 255 characters".into());
     }
     let deliver_at = match &e.deliver_at {
@@ -209,7 +232,10 @@ async fn prepare(state: &AppState, who: &Principal, e: EventInput, at: &str) -> 
         if let Some(schema) = schema {
             if let Ok(validator) = jsonschema::validator_for(&schema) {
                 for err in validator.iter_errors(&e.payload) {
-                    bad(&format!("payload{}", err.instance_path.to_string().replace('/', ".")), err.to_string());
+                    bad(
+                        &format!("payload{}", err.instance_path.to_string().replace('/', ".")),
+                        err.to_string(),
+                    );
                 }
             }
         }
@@ -217,26 +243,52 @@ async fn prepare(state: &AppState, who: &Principal, e: EventInput, at: &str) -> 
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(PublishRequest { tenant_id: tenant, event_type: e.event_type, payload: e.payload, dedup_key: e.id, deliver_at, priority: if e.priority == Priority::High { 1 } else { 0 } })
+    Ok(PublishRequest {
+        tenant_id: tenant,
+        event_type: e.event_type,
+        payload: e.payload,
+        dedup_key: e.id,
+        deliver_at,
+        priority: if e.priority == Priority::High { 1 } else { 0 },
+    })
 }
 
 /// Publish an event: stored with one delivery per subscribed endpoint before the 202.
 #[utoipa::path(post, path = "/v1/events", tag = "events", request_body = EventInput,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for retries of the same request")),
     responses((status = 202, body = PublishResult)))]
-async fn publish(State(state): State<AppState>, who: Principal, AppJson(input): AppJson<EventInput>) -> Result<(StatusCode, AppJson<PublishResult>), ApiError> {
+async fn publish(
+    State(state): State<AppState>,
+    who: Principal,
+    AppJson(input): AppJson<EventInput>,
+) -> Result<(StatusCode, AppJson<PublishResult>), ApiError> {
     who.require(Area::Events, Access::Write)?;
-    let req = prepare(&state, &who, input, "").await.map_err(ApiError::Validation)?;
+    let req = prepare(&state, &who, input, "")
+        .await
+        .map_err(ApiError::Validation)?;
     let mut out = state.delivery.publish(vec![req]).await?;
-    let p = out.pop().ok_or_else(|| ApiError::internal(crate::store::StoreError::Corrupt("no result".into())))?;
-    Ok((StatusCode::ACCEPTED, AppJson(PublishResult { id: p.id, deliveries: p.deliveries, duplicate: p.duplicate })))
+    let p = out
+        .pop()
+        .ok_or_else(|| ApiError::internal(crate::store::StoreError::Corrupt("no result".into())))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        AppJson(PublishResult {
+            id: p.id,
+            deliveries: p.deliveries,
+            duplicate: p.duplicate,
+        }),
+    ))
 }
 
 /// Publish up to 1000 events; all are validated first, and none is stored if one is invalid.
 #[utoipa::path(post, path = "/v1/events/batch", tag = "events", request_body = BatchInput,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for retries of the same request")),
     responses((status = 202, body = BatchResult)))]
-async fn publish_batch(State(state): State<AppState>, who: Principal, AppJson(input): AppJson<BatchInput>) -> Result<(StatusCode, AppJson<BatchResult>), ApiError> {
+async fn publish_batch(
+    State(state): State<AppState>,
+    who: Principal,
+    AppJson(input): AppJson<BatchInput>,
+) -> Result<(StatusCode, AppJson<BatchResult>), ApiError> {
     who.require(Area::Events, Access::Write)?;
     if input.events.is_empty() || input.events.len() > MAX_BATCH {
         return Err(ApiError::field("events", "1 to 1000 events"));
@@ -252,20 +304,43 @@ async fn publish_batch(State(state): State<AppState>, who: Principal, AppJson(in
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let data = state.delivery.publish(reqs).await?.into_iter().map(|p| PublishResult { id: p.id, deliveries: p.deliveries, duplicate: p.duplicate }).collect();
+    let data = state
+        .delivery
+        .publish(reqs)
+        .await?
+        .into_iter()
+        .map(|p| PublishResult {
+            id: p.id,
+            deliveries: p.deliveries,
+            duplicate: p.duplicate,
+        })
+        .collect();
     Ok((StatusCode::ACCEPTED, AppJson(BatchResult { data })))
 }
 
 /// List events.
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(PageParams), responses((status = 200, body = Page<Event>)))]
-async fn list_events(State(state): State<AppState>, who: Principal, AppQuery(page): AppQuery<PageParams>) -> Result<AppJson<Page<Event>>, ApiError> {
+async fn list_events(
+    State(state): State<AppState>,
+    who: Principal,
+    AppQuery(page): AppQuery<PageParams>,
+) -> Result<AppJson<Page<Event>>, ApiError> {
     who.require(Area::Events, Access::Read)?;
     let limit = page.limit()?;
     let tenant = who.tenant_filter(page.tenant_id.as_deref())?;
-    let rows = state.store.list_events(tenant.as_deref(), page.after.as_deref(), limit + 1).await?;
+    let rows = state
+        .store
+        .list_events(tenant.as_deref(), page.after.as_deref(), limit + 1)
+        .await?;
     let items = rows
         .into_iter()
-        .map(|e| Event { id: e.id, tenant_id: e.tenant_id, event_type: e.event_type, payload: serde_json::from_str(&e.payload).unwrap_or(serde_json::Value::Null), created_at: rfc3339(e.created_at) })
+        .map(|e| Event {
+            id: e.id,
+            tenant_id: e.tenant_id,
+            event_type: e.event_type,
+            payload: serde_json::from_str(&e.payload).unwrap_or(serde_json::Value::Null),
+            created_at: rfc3339(e.created_at),
+        })
         .collect();
     Ok(AppJson(Page::from_fetched(items, limit, |e| e.id.clone())))
 }
@@ -286,33 +361,78 @@ fn delivery_view(d: crate::store::DeliveryRow) -> Delivery {
 
 /// List deliveries.
 #[utoipa::path(get, path = "/v1/deliveries", tag = "events", params(DeliveryParams), responses((status = 200, body = Page<Delivery>)))]
-async fn list_deliveries(State(state): State<AppState>, who: Principal, AppQuery(p): AppQuery<DeliveryParams>) -> Result<AppJson<Page<Delivery>>, ApiError> {
+async fn list_deliveries(
+    State(state): State<AppState>,
+    who: Principal,
+    AppQuery(p): AppQuery<DeliveryParams>,
+) -> Result<AppJson<Page<Delivery>>, ApiError> {
     who.require(Area::Events, Access::Read)?;
-    let limit = PageParams { limit: p.limit, after: None, tenant_id: None }.limit()?;
-    if p.status.as_deref().is_some_and(|s| !["pending", "leased", "succeeded", "dead"].contains(&s)) {
-        return Err(ApiError::BadRequest("status: one of pending, leased, succeeded, dead".into()));
+    let limit = PageParams {
+        limit: p.limit,
+        after: None,
+        tenant_id: None,
     }
-    let q = DeliveryQuery { tenant_id: who.tenant_filter(p.tenant_id.as_deref())?, endpoint_id: p.endpoint_id, event_id: p.event_id, status: p.status, after: p.after, limit: limit + 1 };
-    let items = state.store.list_deliveries(&q).await?.into_iter().map(delivery_view).collect();
+    .limit()?;
+    if p.status
+        .as_deref()
+        .is_some_and(|s| !["pending", "leased", "succeeded", "dead"].contains(&s))
+    {
+        return Err(ApiError::BadRequest(
+            "status: one of pending, leased, succeeded, dead".into(),
+        ));
+    }
+    let q = DeliveryQuery {
+        tenant_id: who.tenant_filter(p.tenant_id.as_deref())?,
+        endpoint_id: p.endpoint_id,
+        event_id: p.event_id,
+        status: p.status,
+        after: p.after,
+        limit: limit + 1,
+    };
+    let items = state
+        .store
+        .list_deliveries(&q)
+        .await?
+        .into_iter()
+        .map(delivery_view)
+        .collect();
     Ok(AppJson(Page::from_fetched(items, limit, |d| d.id.clone())))
 }
 
-async fn load_delivery(state: &AppState, who: &Principal, id: &str) -> Result<crate::store::DeliveryRow, ApiError> {
-    let d = state.store.get_delivery(id).await?.ok_or(ApiError::NotFound)?;
+async fn load_delivery(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+) -> Result<crate::store::DeliveryRow, ApiError> {
+    let d = state
+        .store
+        .get_delivery(id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     who.see(&d.tenant_id)?;
     Ok(d)
 }
 
 /// Get a delivery.
 #[utoipa::path(get, path = "/v1/deliveries/{id}", tag = "events", params(("id" = String, Path)), responses((status = 200, body = Delivery)))]
-async fn get_delivery(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> Result<AppJson<Delivery>, ApiError> {
+async fn get_delivery(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<AppJson<Delivery>, ApiError> {
     who.require(Area::Events, Access::Read)?;
-    Ok(AppJson(delivery_view(load_delivery(&state, &who, &id).await?)))
+    Ok(AppJson(delivery_view(
+        load_delivery(&state, &who, &id).await?,
+    )))
 }
 
 /// The attempts of a delivery: request headers (secrets masked), response, timing, error.
 #[utoipa::path(get, path = "/v1/deliveries/{id}/attempts", tag = "events", params(("id" = String, Path)), responses((status = 200, body = Vec<Attempt>)))]
-async fn list_attempts(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> Result<AppJson<Vec<Attempt>>, ApiError> {
+async fn list_attempts(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<AppJson<Vec<Attempt>>, ApiError> {
     who.require(Area::Events, Access::Read)?;
     load_delivery(&state, &who, &id).await?;
     let parse = |s: &str| serde_json::from_str(s).unwrap_or(serde_json::Value::Null);
@@ -338,10 +458,17 @@ async fn list_attempts(State(state): State<AppState>, who: Principal, Path(id): 
 
 /// Attempt a delivery again now (also a dead-lettered one).
 #[utoipa::path(post, path = "/v1/deliveries/{id}/retry", tag = "events", params(("id" = String, Path)), responses((status = 202, body = Delivery)))]
-async fn retry_delivery(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> Result<(StatusCode, AppJson<Delivery>), ApiError> {
+async fn retry_delivery(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, AppJson<Delivery>), ApiError> {
     who.require(Area::Events, Access::Write)?;
     load_delivery(&state, &who, &id).await?;
     state.store.retry_delivery(&id, now_ms()).await?;
     state.delivery.wake();
-    Ok((StatusCode::ACCEPTED, AppJson(delivery_view(load_delivery(&state, &who, &id).await?))))
+    Ok((
+        StatusCode::ACCEPTED,
+        AppJson(delivery_view(load_delivery(&state, &who, &id).await?)),
+    ))
 }

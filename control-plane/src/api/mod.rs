@@ -8,9 +8,9 @@ pub mod auth;
 mod docs;
 mod endpoints;
 mod envoys;
-mod events;
 pub mod error;
 mod event_types;
+mod events;
 pub mod extract;
 mod health;
 mod idempotency;
@@ -33,10 +33,12 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+pub use endpoints::{
+    disable as disable_endpoint, runtime as endpoint_runtime, EndpointRuntime, RetryPolicy,
+};
 pub use idempotency::RETENTION_MS as IDEMPOTENCY_RETENTION_MS;
 pub use keys::insert_key as keys_insert;
 pub use resource::audit as audit_entry;
-pub use endpoints::{disable as disable_endpoint, runtime as endpoint_runtime, EndpointRuntime, RetryPolicy};
 pub use sources::open_spec as open_source_spec;
 
 /// Request bodies above this are refused with 413.

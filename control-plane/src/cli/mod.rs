@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the control plane (applies migrations first).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Apply database migrations and exit.
     Migrate(serve::DbArgs),
     /// Re-seal every stored secret under the current master key (after a key rotation).

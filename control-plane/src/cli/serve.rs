@@ -180,9 +180,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let allow = args
         .allow_destination_cidrs
         .iter()
-        .map(|c| c.parse().map_err(|e| anyhow::anyhow!("--allow-destination-cidrs {c}: {e}")))
+        .map(|c| {
+            c.parse()
+                .map_err(|e| anyhow::anyhow!("--allow-destination-cidrs {c}: {e}"))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let delivery = crate::delivery::DeliverySettings { allow_destination_cidrs: allow, concurrency: args.delivery_concurrency, ..Default::default() };
+    let delivery = crate::delivery::DeliverySettings {
+        allow_destination_cidrs: allow,
+        concurrency: args.delivery_concurrency,
+        ..Default::default()
+    };
     let state = server::state_with(
         store,
         keys(&args.db, &args.keys).context("--master-key")?,

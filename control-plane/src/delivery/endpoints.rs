@@ -24,8 +24,16 @@ pub struct EndpointCache {
 }
 
 impl EndpointCache {
-    pub(super) async fn new(store: Arc<dyn Store>, keys: Arc<MasterKeys>) -> Result<Arc<EndpointCache>, StoreError> {
-        let cache = Arc::new(EndpointCache { store, keys, index: RwLock::default(), dirty: Notify::new() });
+    pub(super) async fn new(
+        store: Arc<dyn Store>,
+        keys: Arc<MasterKeys>,
+    ) -> Result<Arc<EndpointCache>, StoreError> {
+        let cache = Arc::new(EndpointCache {
+            store,
+            keys,
+            index: RwLock::default(),
+            dirty: Notify::new(),
+        });
         cache.refresh().await?;
         Ok(cache)
     }
@@ -41,7 +49,16 @@ impl EndpointCache {
 
     /// The tenant's enabled endpoints subscribed to `event_type`.
     pub fn subscribers(&self, tenant: &str, event_type: &str) -> Vec<Arc<EndpointRuntime>> {
-        self.current().by_tenant.get(tenant).map(|v| v.iter().filter(|e| e.enabled && e.subscribes(event_type)).cloned().collect()).unwrap_or_default()
+        self.current()
+            .by_tenant
+            .get(tenant)
+            .map(|v| {
+                v.iter()
+                    .filter(|e| e.enabled && e.subscribes(event_type))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Reloads from the store.
@@ -55,10 +72,16 @@ impl EndpointCache {
             match crate::api::endpoint_runtime(&self.keys, &r, now) {
                 Ok(e) => {
                     let e = Arc::new(e);
-                    index.by_tenant.entry(e.tenant_id.clone()).or_default().push(e.clone());
+                    index
+                        .by_tenant
+                        .entry(e.tenant_id.clone())
+                        .or_default()
+                        .push(e.clone());
                     index.by_id.insert(e.id.clone(), e);
                 }
-                Err(err) => tracing::error!(endpoint = %r.id, error = %err, "endpoint skipped: its secret does not open"),
+                Err(err) => {
+                    tracing::error!(endpoint = %r.id, error = %err, "endpoint skipped: its secret does not open")
+                }
             }
         }
         *self.index.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(index);

@@ -44,7 +44,11 @@ pub struct DeliverySettings {
 
 impl Default for DeliverySettings {
     fn default() -> Self {
-        DeliverySettings { allow_destination_cidrs: Vec::new(), concurrency: 256, timeout: Duration::from_secs(15) }
+        DeliverySettings {
+            allow_destination_cidrs: Vec::new(),
+            concurrency: 256,
+            timeout: Duration::from_secs(15),
+        }
     }
 }
 
@@ -76,7 +80,11 @@ impl Engine {
     ///
     /// # Errors
     /// When endpoints cannot be loaded or the client cannot be built.
-    pub async fn start(store: Arc<dyn Store>, keys: Arc<MasterKeys>, settings: DeliverySettings) -> Result<Arc<Engine>, DeliveryError> {
+    pub async fn start(
+        store: Arc<dyn Store>,
+        keys: Arc<MasterKeys>,
+        settings: DeliverySettings,
+    ) -> Result<Arc<Engine>, DeliveryError> {
         let endpoints = EndpointCache::new(store.clone(), keys).await?;
         endpoints.spawn_refresher(Duration::from_secs(2));
         let (commit_tx, commit_rx) = mpsc::channel(4096);
@@ -84,7 +92,9 @@ impl Engine {
         let engine = Arc::new(Engine {
             store,
             endpoints,
-            sender: send::Sender::new(send::DestinationGuard::new(settings.allow_destination_cidrs))?,
+            sender: send::Sender::new(send::DestinationGuard::new(
+                settings.allow_destination_cidrs,
+            ))?,
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             timeout: settings.timeout,
             wake: Notify::new(),

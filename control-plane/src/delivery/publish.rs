@@ -37,7 +37,10 @@ pub struct Published {
     pub duplicate: bool,
 }
 
-pub(super) type Batch = (Vec<NewEvent>, oneshot::Sender<Result<Vec<Stored>, StoreError>>);
+pub(super) type Batch = (
+    Vec<NewEvent>,
+    oneshot::Sender<Result<Vec<Stored>, StoreError>>,
+);
 
 pub(super) async fn commit(engine: std::sync::Arc<Engine>, mut rx: mpsc::Receiver<Batch>) {
     while let Some(first) = rx.recv().await {
@@ -52,7 +55,10 @@ pub(super) async fn commit(engine: std::sync::Arc<Engine>, mut rx: mpsc::Receive
                 Err(_) => break,
             }
         }
-        let all: Vec<NewEvent> = batches.iter().flat_map(|(e, _)| e.iter().cloned()).collect();
+        let all: Vec<NewEvent> = batches
+            .iter()
+            .flat_map(|(e, _)| e.iter().cloned())
+            .collect();
         let result = engine.store.insert_events(&all).await;
         match result {
             Ok(stored) => {
@@ -66,7 +72,9 @@ pub(super) async fn commit(engine: std::sync::Arc<Engine>, mut rx: mpsc::Receive
                 let message = e.to_string();
                 tracing::error!(error = %message, events = all.len(), "storing events failed");
                 for (_, reply) in batches {
-                    let _ = reply.send(Err(StoreError::Corrupt(format!("storing events failed: {message}"))));
+                    let _ = reply.send(Err(StoreError::Corrupt(format!(
+                        "storing events failed: {message}"
+                    ))));
                 }
             }
         }
@@ -78,7 +86,10 @@ impl Engine {
     ///
     /// # Errors
     /// When the store fails: nothing is acknowledged then.
-    pub async fn publish(&self, requests: Vec<PublishRequest>) -> Result<Vec<Published>, StoreError> {
+    pub async fn publish(
+        &self,
+        requests: Vec<PublishRequest>,
+    ) -> Result<Vec<Published>, StoreError> {
         let now = crate::ids::now_ms();
         let events: Vec<NewEvent> = requests
             .into_iter()
@@ -103,14 +114,27 @@ impl Engine {
             })
             .collect();
         let (tx, rx) = oneshot::channel();
-        self.committer.send((events.clone(), tx)).await.map_err(|_| StoreError::Corrupt("the committer stopped".into()))?;
-        let stored = rx.await.map_err(|_| StoreError::Corrupt("the committer stopped".into()))??;
+        self.committer
+            .send((events.clone(), tx))
+            .await
+            .map_err(|_| StoreError::Corrupt("the committer stopped".into()))?;
+        let stored = rx
+            .await
+            .map_err(|_| StoreError::Corrupt("the committer stopped".into()))??;
         Ok(events
             .iter()
             .zip(stored)
             .map(|(e, s)| match s {
-                Stored::Created => Published { id: e.id.clone(), deliveries: e.deliveries.len(), duplicate: false },
-                Stored::Duplicate(id) => Published { id, deliveries: 0, duplicate: true },
+                Stored::Created => Published {
+                    id: e.id.clone(),
+                    deliveries: e.deliveries.len(),
+                    duplicate: false,
+                },
+                Stored::Duplicate(id) => Published {
+                    id,
+                    deliveries: 0,
+                    duplicate: true,
+                },
             })
             .collect())
     }

@@ -60,10 +60,18 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let guard = self.0.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> = addrs.iter().copied().filter(|a| guard.permits(a.ip())).collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = addrs
+                .iter()
+                .copied()
+                .filter(|a| guard.permits(a.ip()))
+                .collect();
             if allowed.is_empty() {
-                return Err(format!("refused destination: {host} resolves only to internal addresses").into());
+                return Err(format!(
+                    "refused destination: {host} resolves only to internal addresses"
+                )
+                .into());
             }
             Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
         })
@@ -112,7 +120,13 @@ impl Sender {
     }
 
     /// Sends one POST.
-    pub async fn post(&self, url: &str, headers: &[(String, String)], body: bytes::Bytes, timeout: Duration) -> Outcome {
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: bytes::Bytes,
+        timeout: Duration,
+    ) -> Outcome {
         let start = Instant::now();
         let mut out = Outcome::default();
         let parsed = match reqwest::Url::parse(url) {
@@ -129,22 +143,45 @@ impl Sender {
             _ => None,
         };
         if let Some(ip) = literal.filter(|ip| !self.guard.permits(*ip)) {
-            out.error = Some(("refused_destination", format!("refused destination: {ip} is an internal address")));
+            out.error = Some((
+                "refused_destination",
+                format!("refused destination: {ip} is an internal address"),
+            ));
             return out;
         }
-        let mut req = self.client.post(parsed).timeout(timeout).header("content-type", "application/json").body(body);
+        let mut req = self
+            .client
+            .post(parsed)
+            .timeout(timeout)
+            .header("content-type", "application/json")
+            .body(body);
         for (n, v) in headers {
             req = req.header(n.as_str(), v.as_str());
         }
         match req.send().await {
             Ok(mut resp) => {
                 out.status = Some(resp.status().as_u16());
-                out.headers = resp.headers().iter().map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
-                out.retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                out.headers = resp
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| {
+                        (
+                            n.as_str().to_owned(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect();
+                out.retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
                 let mut kept = Vec::new();
                 while kept.len() < BODY_KEPT {
                     match resp.chunk().await {
-                        Ok(Some(c)) => kept.extend_from_slice(&c[..c.len().min(BODY_KEPT - kept.len())]),
+                        Ok(Some(c)) => {
+                            kept.extend_from_slice(&c[..c.len().min(BODY_KEPT - kept.len())])
+                        }
                         _ => break,
                     }
                 }
@@ -187,7 +224,20 @@ mod tests {
     #[test]
     fn internal_addresses_are_refused_unless_allowed() {
         let g = DestinationGuard::default();
-        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "::1", "fd00::1", "fe80::1", "::ffff:127.0.0.1", "64:ff9b::7f00:1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::7f00:1",
+        ] {
             assert!(!g.permits(ip.parse().unwrap()), "{ip} should be refused");
         }
         for ip in ["93.184.216.34", "2606:2800:220:1::1", "100.128.0.1"] {

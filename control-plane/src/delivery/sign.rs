@@ -9,9 +9,20 @@ use hookmesh_filter::{sign, SchemeName, SignError, SignInput};
 ///
 /// # Errors
 /// A secret that is not a `whsec_` key (the API never stores one).
-pub fn headers(event_id: &str, timestamp: i64, body: &[u8], secrets: &[String]) -> Result<Vec<(String, String)>, SignError> {
+pub fn headers(
+    event_id: &str,
+    timestamp: i64,
+    body: &[u8],
+    secrets: &[String],
+) -> Result<Vec<(String, String)>, SignError> {
     let mut signatures = Vec::with_capacity(secrets.len());
-    let input = SignInput { body, id: event_id, timestamp, url: None, method: "POST" };
+    let input = SignInput {
+        body,
+        id: event_id,
+        timestamp,
+        url: None,
+        method: "POST",
+    };
     for secret in secrets {
         let signed = sign(SchemeName::StandardWebhooks, secret, None, &input)?;
         if let Some((_, sig)) = signed.into_iter().find(|(n, _)| n == "webhook-signature") {
@@ -33,13 +44,37 @@ mod tests {
 
     #[test]
     fn both_secrets_verify_during_rotation() {
-        let (old, new) = ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(), "whsec_dGhpcyBpcyBhbm90aGVyIHNlY3JldCE=".to_owned());
+        let (old, new) = (
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
+            "whsec_dGhpcyBpcyBhbm90aGVyIHNlY3JldCE=".to_owned(),
+        );
         let h = headers("evt_1", 1_700_000_000, b"{}", &[new.clone(), old.clone()]).unwrap();
         assert_eq!(h[2].1.matches("v1,").count(), 2);
         for secret in [old, new] {
-            let v = Verifier::new(&VerifyConfig { scheme: SchemeName::StandardWebhooks, secrets: vec![Secret(secret)], tolerance_secs: None, allow_sha1: false, public_origin: None, generic: None }, "v").unwrap();
+            let v = Verifier::new(
+                &VerifyConfig {
+                    scheme: SchemeName::StandardWebhooks,
+                    secrets: vec![Secret(secret)],
+                    tolerance_secs: None,
+                    allow_sha1: false,
+                    public_origin: None,
+                    generic: None,
+                },
+                "v",
+            )
+            .unwrap();
             let headers = Headers::new(h.clone());
-            v.verify(&SignedRequest { headers: &headers, body: b"{}", method: "POST", origin: None, path: "/" }, 1_700_000_000).unwrap();
+            v.verify(
+                &SignedRequest {
+                    headers: &headers,
+                    body: b"{}",
+                    method: "POST",
+                    origin: None,
+                    path: "/",
+                },
+                1_700_000_000,
+            )
+            .unwrap();
         }
     }
 }

@@ -26,7 +26,11 @@ pub(super) async fn dispatch(engine: Arc<Engine>, done: mpsc::Sender<Completion>
             continue;
         }
         let now = crate::ids::now_ms();
-        let claimed = match engine.store.claim_deliveries(now, now + LEASE_MS, free.min(CLAIM_BATCH) as i64).await {
+        let claimed = match engine
+            .store
+            .claim_deliveries(now, now + LEASE_MS, free.min(CLAIM_BATCH) as i64)
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "claiming deliveries failed; retrying");
@@ -45,15 +49,24 @@ pub(super) async fn dispatch(engine: Arc<Engine>, done: mpsc::Sender<Completion>
         ids.sort();
         ids.dedup();
         let events: HashMap<String, Arc<EventRow>> = match engine.store.events_by_id(&ids).await {
-            Ok(rows) => rows.into_iter().map(|e| (e.id.clone(), Arc::new(e))).collect(),
+            Ok(rows) => rows
+                .into_iter()
+                .map(|e| (e.id.clone(), Arc::new(e)))
+                .collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "loading events failed; the leases will expire and be retried");
                 continue;
             }
         };
         for d in claimed {
-            let Ok(permit) = engine.permits.clone().acquire_owned().await else { return };
-            let (engine, done, event) = (engine.clone(), done.clone(), events.get(&d.event_id).cloned());
+            let Ok(permit) = engine.permits.clone().acquire_owned().await else {
+                return;
+            };
+            let (engine, done, event) = (
+                engine.clone(),
+                done.clone(),
+                events.get(&d.event_id).cloned(),
+            );
             tokio::spawn(async move {
                 let completion = attempt(&engine, d, event).await;
                 let _ = done.send(completion).await;
@@ -73,7 +86,11 @@ pub(super) async fn write(engine: Arc<Engine>, mut rx: mpsc::Receiver<Completion
                 Err(_) => break,
             }
         }
-        if let Err(e) = engine.store.complete_deliveries(&batch, crate::ids::now_ms()).await {
+        if let Err(e) = engine
+            .store
+            .complete_deliveries(&batch, crate::ids::now_ms())
+            .await
+        {
             // The leases expire and these deliveries are attempted again: at-least-once.
             tracing::error!(error = %e, n = batch.len(), "recording attempts failed");
         }
@@ -85,9 +102,20 @@ fn mask_headers(headers: &[(String, String)]) -> String {
         .iter()
         .map(|(n, v)| {
             let lower = n.to_ascii_lowercase();
-            let secret = ["authorization", "proxy-authorization", "cookie", "x-api-key"].contains(&lower.as_str())
-                || ["secret", "token", "password", "api-key", "apikey"].iter().any(|s| lower.contains(s));
-            (n.clone(), serde_json::Value::String(if secret { "***".into() } else { v.clone() }))
+            let secret = [
+                "authorization",
+                "proxy-authorization",
+                "cookie",
+                "x-api-key",
+            ]
+            .contains(&lower.as_str())
+                || ["secret", "token", "password", "api-key", "apikey"]
+                    .iter()
+                    .any(|s| lower.contains(s));
+            (
+                n.clone(),
+                serde_json::Value::String(if secret { "***".into() } else { v.clone() }),
+            )
         })
         .collect();
     serde_json::Value::Object(masked).to_string()
@@ -112,40 +140,79 @@ async fn attempt(engine: &Engine, d: DeliveryRow, event: Option<Arc<EventRow>>) 
     let dead = |mut row: AttemptRow, class: &'static str, why: String| {
         row.error_class = Some(class.into());
         row.error = Some(why.clone());
-        Completion { attempt: row, status: "dead", next_attempt_at: now, last_error: Some(why) }
+        Completion {
+            attempt: row,
+            status: "dead",
+            next_attempt_at: now,
+            last_error: Some(why),
+        }
     };
-    let Some(event) = event else { return dead(row, "event_missing", "the event no longer exists".into()) };
+    let Some(event) = event else {
+        return dead(row, "event_missing", "the event no longer exists".into());
+    };
     let Some(endpoint) = engine.endpoints.get(&d.endpoint_id) else {
         return dead(row, "endpoint_missing", "the endpoint was deleted".into());
     };
     if !endpoint.enabled {
         return dead(row, "endpoint_disabled", "the endpoint is disabled".into());
     }
-    let mut headers = match super::sign::headers(&event.id, now / 1000, event.payload.as_bytes(), &endpoint.secrets) {
+    let mut headers = match super::sign::headers(
+        &event.id,
+        now / 1000,
+        event.payload.as_bytes(),
+        &endpoint.secrets,
+    ) {
         Ok(h) => h,
         Err(e) => return dead(row, "signing", e.to_string()),
     };
     headers.extend(endpoint.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
     row.request_headers = mask_headers(&headers);
-    let out: Outcome = engine.sender.post(&endpoint.url, &headers, bytes::Bytes::from(event.payload.clone()), engine.timeout).await;
+    let out: Outcome = engine
+        .sender
+        .post(
+            &endpoint.url,
+            &headers,
+            bytes::Bytes::from(event.payload.clone()),
+            engine.timeout,
+        )
+        .await;
     row.duration_ms = out.duration.as_millis() as i64;
     row.status_code = out.status.map(i64::from);
     if out.status.is_some() {
-        let h: serde_json::Map<String, serde_json::Value> = out.headers.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+        let h: serde_json::Map<String, serde_json::Value> = out
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
         row.response_headers = Some(serde_json::Value::Object(h).to_string());
         row.response_body = Some(out.body);
     }
     let failure = match (out.status, &out.error) {
         (Some(s), _) if (200..300).contains(&s) => {
-            return Completion { attempt: row, status: "succeeded", next_attempt_at: now, last_error: None };
+            return Completion {
+                attempt: row,
+                status: "succeeded",
+                next_attempt_at: now,
+                last_error: None,
+            };
         }
         (Some(410), _) => {
             // Standard Webhooks: 410 Gone means the receiver wants no more deliveries.
-            if let Err(e) = crate::api::disable_endpoint(&*engine.store, &endpoint.id, "the endpoint answered 410 Gone").await {
+            if let Err(e) = crate::api::disable_endpoint(
+                &*engine.store,
+                &endpoint.id,
+                "the endpoint answered 410 Gone",
+            )
+            .await
+            {
                 tracing::warn!(endpoint = %endpoint.id, error = %e, "could not disable the endpoint");
             }
             engine.endpoints.changed();
-            return dead(row, "gone", "the endpoint answered 410 Gone and was disabled".into());
+            return dead(
+                row,
+                "gone",
+                "the endpoint answered 410 Gone and was disabled".into(),
+            );
         }
         (Some(s), _) => ("status", format!("the endpoint answered {s}")),
         (None, Some((class, msg))) => (*class, msg.clone()),
@@ -154,17 +221,30 @@ async fn attempt(engine: &Engine, d: DeliveryRow, event: Option<Arc<EventRow>>) 
     row.error_class = Some(failure.0.into());
     row.error = Some(failure.1.clone());
     let retry_after = match out.status {
-        Some(429 | 502 | 503 | 504) => out.retry_after.as_deref().and_then(|v| parse_retry_after(v, now / 1000)),
+        Some(429 | 502 | 503 | 504) => out
+            .retry_after
+            .as_deref()
+            .and_then(|v| parse_retry_after(v, now / 1000)),
         _ => None,
     };
     let policy = endpoint.retry_policy.clone().unwrap_or_else(default_policy);
     let age = Duration::from_millis(now.saturating_sub(event.created_at).max(0) as u64);
     let jitter = rand::thread_rng().gen_range(0.8..1.2);
     match next_delay(&policy, n as u32, age, retry_after, jitter) {
-        Some(delay) => Completion { attempt: row, status: "pending", next_attempt_at: now + delay.as_millis() as i64, last_error: Some(failure.1) },
+        Some(delay) => Completion {
+            attempt: row,
+            status: "pending",
+            next_attempt_at: now + delay.as_millis() as i64,
+            last_error: Some(failure.1),
+        },
         None => {
             let why = format!("attempts exhausted after {n}: {}", failure.1);
-            Completion { attempt: row, status: "dead", next_attempt_at: now, last_error: Some(why) }
+            Completion {
+                attempt: row,
+                status: "dead",
+                next_attempt_at: now,
+                last_error: Some(why),
+            }
         }
     }
 }

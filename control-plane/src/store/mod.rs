@@ -370,7 +370,12 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<Stored>, StoreError>;
     /// Leases up to `limit` due deliveries (pending and due, or leased with an expired lease)
     /// until `lease_until`, highest priority first.
-    async fn claim_deliveries(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<DeliveryRow>, StoreError>;
+    async fn claim_deliveries(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRow>, StoreError>;
     /// Events by id.
     async fn events_by_id(&self, ids: &[String]) -> Result<Vec<EventRow>, StoreError>;
     /// Records attempts and outcomes in one transaction.
@@ -378,7 +383,12 @@ pub trait Store: Send + Sync + 'static {
     /// Makes a delivery due now (manual retry); false when it does not exist.
     async fn retry_delivery(&self, id: &str, now: i64) -> Result<bool, StoreError>;
     /// A page of events.
-    async fn list_events(&self, tenant_id: Option<&str>, after: Option<&str>, limit: i64) -> Result<Vec<EventRow>, StoreError>;
+    async fn list_events(
+        &self,
+        tenant_id: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<EventRow>, StoreError>;
     /// A page of deliveries.
     async fn list_deliveries(&self, q: &DeliveryQuery) -> Result<Vec<DeliveryRow>, StoreError>;
     /// A delivery by id.

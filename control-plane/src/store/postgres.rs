@@ -2,8 +2,9 @@
 
 use super::sql::{parse_kind, sql_store, DbTypes};
 use super::{
-    AttemptRow, AuditEntry, AuditQuery, Completion, DeliveryQuery, DeliveryRow, EventRow, IdempotentResponse, Kind, ListQuery, NewEvent,
-    Reservation, Resource, Store, StoreError, Stored,
+    AttemptRow, AuditEntry, AuditQuery, Completion, DeliveryQuery, DeliveryRow, EventRow,
+    IdempotentResponse, Kind, ListQuery, NewEvent, Reservation, Resource, Store, StoreError,
+    Stored,
 };
 use sqlx::postgres::PgPoolOptions;
 use std::time::Duration;

@@ -4,5 +4,6 @@ mod support;
 
 mod access;
 mod conventions;
+mod delivery;
 mod resources;
 mod secrets;

@@ -223,7 +223,43 @@ impl TestApp {
         dir: PathBuf,
         pg: Option<PgCluster>,
     ) -> TestApp {
-        let state = server::state(store, master_keys()).await.unwrap();
+        // Test receivers listen on loopback, which deliveries refuse unless allowed.
+        let delivery = hookmesh::delivery::DeliverySettings {
+            allow_destination_cidrs: vec!["127.0.0.0/8".parse().unwrap()],
+            ..Default::default()
+        };
+        TestApp::build_with(store, dir, pg, delivery).await
+    }
+
+    /// A SQLite app whose deliveries refuse internal destinations (the production default).
+    pub async fn sqlite_strict() -> TestApp {
+        let dir = std::env::temp_dir().join(hookmesh::ids::new_id("hookmesh-api"));
+        let store = server::open_store(&server::default_database_url(&dir), &dir)
+            .await
+            .unwrap();
+        TestApp::build_with(
+            store,
+            dir,
+            None,
+            hookmesh::delivery::DeliverySettings::default(),
+        )
+        .await
+    }
+
+    async fn build_with(
+        store: std::sync::Arc<dyn hookmesh::store::Store>,
+        dir: PathBuf,
+        pg: Option<PgCluster>,
+        delivery: hookmesh::delivery::DeliverySettings,
+    ) -> TestApp {
+        let state = server::state_with(
+            store,
+            master_keys(),
+            hookmesh::xds::XdsSettings::default(),
+            delivery,
+        )
+        .await
+        .unwrap();
         assert_eq!(
             server::bootstrap_admin(&state, Some(ADMIN)).await.unwrap(),
             None

@@ -1,0 +1,391 @@
+//! Outbound delivery end to end: publish through the API, real receivers on loopback.
+
+use crate::both;
+use crate::support::{TestApp, ADMIN};
+use hookmesh_e2e::Receiver;
+use hookmesh_filter::config::{Secret, VerifyConfig};
+use hookmesh_filter::{Headers, SchemeName, SignedRequest, Verifier};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+both!(
+    events_are_signed_and_delivered_to_subscribers_only,
+    failures_are_retried_honouring_retry_after,
+    gone_disables_exhaustion_dead_letters_and_manual_retry_recovers,
+    payloads_are_validated_and_ids_deduplicate
+);
+
+async fn endpoint(app: &TestApp, tenant: &str, body: Value) -> String {
+    let mut body = body;
+    body["tenant_id"] = json!(tenant);
+    app.post("/v1/endpoints", ADMIN, body)
+        .await
+        .expect(201)
+        .json["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Polls the delivery until `done` holds (15 s at most).
+async fn wait_delivery(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let d = app
+            .get(&format!("/v1/deliveries/{id}"), ADMIN)
+            .await
+            .expect(200)
+            .json;
+        if done(&d) {
+            return d;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "delivery never reached the expected state: {d}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn only_delivery(app: &TestApp, event: &str) -> String {
+    let list = app
+        .get(&format!("/v1/deliveries?event_id={event}"), ADMIN)
+        .await
+        .expect(200)
+        .json;
+    let data = list["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1, "{list}");
+    data[0]["id"].as_str().unwrap().to_owned()
+}
+
+async fn events_are_signed_and_delivered_to_subscribers_only(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let (invoices, users) = (Receiver::start(), Receiver::start());
+    let inv = endpoint(&app, &t, json!({"url": invoices.url("/hooks"), "event_types": ["invoice.*"], "headers": {"x-team": "billing", "authorization": "Bearer downstream-token"}})).await;
+    endpoint(
+        &app,
+        &t,
+        json!({"url": users.url("/hooks"), "event_types": ["user.created"]}),
+    )
+    .await;
+    endpoint(
+        &app,
+        &t,
+        json!({"url": users.url("/off"), "enabled": false}),
+    )
+    .await;
+    let payload = json!({"id": "in_1", "amount": 1200});
+    let r = app
+        .post(
+            "/v1/events",
+            ADMIN,
+            json!({"tenant_id": t, "event_type": "invoice.paid", "payload": payload}),
+        )
+        .await
+        .expect(202);
+    assert_eq!(
+        r.json["deliveries"], 1,
+        "only the enabled endpoint subscribed to invoice.* gets it"
+    );
+    let event_id = r.json["id"].as_str().unwrap().to_owned();
+    let d = only_delivery(&app, &event_id).await;
+    wait_delivery(&app, &d, |d| d["status"] == "succeeded").await;
+
+    let got = invoices.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].path, "/hooks");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&got[0].body).unwrap(),
+        payload
+    );
+    assert_eq!(got[0].header_values("webhook-id"), [event_id.as_str()]);
+    assert_eq!(got[0].header_values("x-team"), ["billing"]);
+    assert!(users.received().is_empty());
+    // An independent check of the signature with the endpoint's own secret.
+    let secret = app
+        .get(&format!("/v1/endpoints/{inv}/secret"), ADMIN)
+        .await
+        .json["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let v = Verifier::new(
+        &VerifyConfig {
+            scheme: SchemeName::StandardWebhooks,
+            secrets: vec![Secret(secret)],
+            tolerance_secs: None,
+            allow_sha1: false,
+            public_origin: None,
+            generic: None,
+        },
+        "v",
+    )
+    .unwrap();
+    let headers = Headers::new(got[0].headers.clone());
+    v.verify(
+        &SignedRequest {
+            headers: &headers,
+            body: &got[0].body,
+            method: "POST",
+            origin: None,
+            path: "/hooks",
+        },
+        hookmesh::ids::now_ms() / 1000,
+    )
+    .unwrap();
+
+    let attempts = app
+        .get(&format!("/v1/deliveries/{d}/attempts"), ADMIN)
+        .await
+        .expect(200)
+        .json;
+    assert_eq!(attempts[0]["status_code"], 200);
+    assert_eq!(attempts[0]["response_body"], "received");
+    assert_eq!(
+        attempts[0]["request_headers"]["authorization"], "***",
+        "secrets in request headers are masked"
+    );
+    assert_eq!(attempts[0]["request_headers"]["x-team"], "billing");
+}
+
+async fn failures_are_retried_honouring_retry_after(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let rx = Receiver::start();
+    rx.respond_with(&[(500, &[]), (429, &[("retry-after", "1")])]);
+    endpoint(
+        &app,
+        &t,
+        json!({"url": rx.url("/"), "retry_policy": {"type": "schedule", "delays_secs": [0, 0, 0]}}),
+    )
+    .await;
+    let r = app
+        .post(
+            "/v1/events",
+            ADMIN,
+            json!({"tenant_id": t, "event_type": "order.created", "payload": {"n": 1}}),
+        )
+        .await
+        .expect(202);
+    let d = only_delivery(&app, r.json["id"].as_str().unwrap()).await;
+    let done = wait_delivery(&app, &d, |d| d["status"] == "succeeded").await;
+    assert_eq!(done["attempts"], 3);
+    let attempts = app
+        .get(&format!("/v1/deliveries/{d}/attempts"), ADMIN)
+        .await
+        .json;
+    let codes: Vec<i64> = attempts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status_code"].as_i64().unwrap())
+        .collect();
+    assert_eq!(codes, [500, 429, 200]);
+    assert_eq!(attempts[0]["error_class"], "status");
+    let at = |i: usize| {
+        hookmesh::ids::parse_rfc3339(attempts[i]["started_at"].as_str().unwrap()).unwrap()
+    };
+    assert!(
+        at(2) - at(1) >= 1000,
+        "Retry-After: 1 was honoured ({} ms)",
+        at(2) - at(1)
+    );
+    assert!(
+        at(1) - at(0) < 1000,
+        "the schedule's zero delay applied before that"
+    );
+    assert_eq!(rx.received().len(), 3);
+    let ids: Vec<&str> = rx
+        .received()
+        .iter()
+        .map(|r| r.header_values("webhook-id")[0])
+        .map(|s| Box::leak(s.to_owned().into_boxed_str()) as &str)
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] == w[1]),
+        "retries keep the same webhook-id"
+    );
+}
+
+async fn gone_disables_exhaustion_dead_letters_and_manual_retry_recovers(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let gone = Receiver::start();
+    gone.set_status(410);
+    let ep = endpoint(
+        &app,
+        &t,
+        json!({"url": gone.url("/"), "event_types": ["a"]}),
+    )
+    .await;
+    let broken = Receiver::start();
+    broken.set_status(500);
+    endpoint(&app, &t, json!({"url": broken.url("/"), "event_types": ["b"], "retry_policy": {"type": "schedule", "delays_secs": [0]}})).await;
+
+    let r = app
+        .post(
+            "/v1/events",
+            ADMIN,
+            json!({"tenant_id": t, "event_type": "a", "payload": {}}),
+        )
+        .await
+        .expect(202);
+    let d = only_delivery(&app, r.json["id"].as_str().unwrap()).await;
+    let dead = wait_delivery(&app, &d, |d| d["status"] == "dead").await;
+    assert_eq!(
+        dead["last_error"],
+        "the endpoint answered 410 Gone and was disabled"
+    );
+    assert_eq!(
+        app.get(&format!("/v1/endpoints/{ep}"), ADMIN).await.json["enabled"],
+        false
+    );
+    let audit = app
+        .get(&format!("/v1/audit_log?resource_id={ep}"), ADMIN)
+        .await
+        .json;
+    assert!(audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "disable" && e["actor"] == "system"));
+    // A disabled endpoint gets no new deliveries.
+    let r = app
+        .post(
+            "/v1/events",
+            ADMIN,
+            json!({"tenant_id": t, "event_type": "a", "payload": {}}),
+        )
+        .await
+        .expect(202);
+    assert_eq!(r.json["deliveries"], 0);
+
+    let r = app
+        .post(
+            "/v1/events",
+            ADMIN,
+            json!({"tenant_id": t, "event_type": "b", "payload": {"x": 1}}),
+        )
+        .await
+        .expect(202);
+    let d = only_delivery(&app, r.json["id"].as_str().unwrap()).await;
+    let dead = wait_delivery(&app, &d, |d| d["status"] == "dead").await;
+    assert_eq!(dead["attempts"], 2);
+    assert_eq!(
+        dead["last_error"],
+        "attempts exhausted after 2: the endpoint answered 500"
+    );
+    let dead_list = app.get("/v1/deliveries?status=dead", ADMIN).await.json;
+    assert_eq!(dead_list["data"].as_array().unwrap().len(), 2);
+    // The receiver recovers; a manual retry delivers the dead letter.
+    broken.set_status(200);
+    app.post(&format!("/v1/deliveries/{d}/retry"), ADMIN, json!({}))
+        .await
+        .expect(202);
+    let ok = wait_delivery(&app, &d, |d| d["status"] == "succeeded").await;
+    assert_eq!(ok["attempts"], 3);
+}
+
+async fn payloads_are_validated_and_ids_deduplicate(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let rx = Receiver::start();
+    endpoint(&app, &t, json!({"url": rx.url("/")})).await;
+    app.post("/v1/event_types", ADMIN, json!({"tenant_id": t, "name": "invoice.paid", "schema": {"type": "object", "required": ["amount"], "properties": {"amount": {"type": "integer", "minimum": 0}}}})).await.expect(201);
+    let r = app
+        .post(
+            "/v1/events",
+            ADMIN,
+            json!({"tenant_id": t, "event_type": "invoice.paid", "payload": {"amount": -5}}),
+        )
+        .await
+        .expect(422);
+    assert_eq!(r.fields(), ["payload.amount"]);
+    let r = app
+        .post(
+            "/v1/events",
+            ADMIN,
+            json!({"tenant_id": t, "event_type": "invoice.paid", "payload": {}}),
+        )
+        .await
+        .expect(422);
+    assert_eq!(r.fields(), ["payload"]);
+    let first = app.post("/v1/events", ADMIN, json!({"tenant_id": t, "event_type": "invoice.paid", "payload": {"amount": 1}, "id": "order-1"})).await.expect(202);
+    let again = app.post("/v1/events", ADMIN, json!({"tenant_id": t, "event_type": "invoice.paid", "payload": {"amount": 1}, "id": "order-1"})).await.expect(202);
+    assert_eq!(
+        (
+            again.json["id"].clone(),
+            again.json["duplicate"].clone(),
+            again.json["deliveries"].clone()
+        ),
+        (first.json["id"].clone(), json!(true), json!(0))
+    );
+    let batch = app
+        .post(
+            "/v1/events/batch",
+            ADMIN,
+            json!({"events": [
+            {"tenant_id": t, "event_type": "x", "payload": 1},
+            {"tenant_id": t, "event_type": "x", "payload": 2, "id": "order-1"},
+            {"tenant_id": t, "event_type": "x", "payload": 3, "priority": "high"}]}),
+        )
+        .await
+        .expect(202);
+    let dup: Vec<bool> = batch.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["duplicate"].as_bool().unwrap())
+        .collect();
+    assert_eq!(dup, [false, true, false]);
+    let r = app.post("/v1/events/batch", ADMIN, json!({"events": [{"tenant_id": t, "event_type": "ok", "payload": 1}, {"tenant_id": t, "event_type": "bad name", "payload": 1}]})).await.expect(422);
+    assert_eq!(r.fields(), ["events[1].event_type"]);
+    let events = app.get("/v1/events?limit=100", ADMIN).await.json;
+    assert_eq!(
+        events["data"].as_array().unwrap().len(),
+        3,
+        "the invalid batch stored nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_destinations_are_refused_by_default() {
+    let app = TestApp::sqlite_strict().await;
+    let t = app.tenant("acme").await;
+    let rx = Receiver::start();
+    endpoint(&app, &t, json!({"url": rx.url("/")})).await;
+    endpoint(
+        &app,
+        &t,
+        json!({"url": format!("http://localhost:{}/", rx.port)}),
+    )
+    .await;
+    let r = app
+        .post(
+            "/v1/events",
+            ADMIN,
+            json!({"tenant_id": t, "event_type": "e", "payload": {}}),
+        )
+        .await
+        .expect(202);
+    let list = app
+        .get(
+            &format!("/v1/deliveries?event_id={}", r.json["id"].as_str().unwrap()),
+            ADMIN,
+        )
+        .await
+        .json;
+    for d in list["data"].as_array().unwrap() {
+        let id = d["id"].as_str().unwrap();
+        wait_delivery(&app, id, |d| d["attempts"].as_i64() >= Some(1)).await;
+        let attempts = app
+            .get(&format!("/v1/deliveries/{id}/attempts"), ADMIN)
+            .await
+            .json;
+        assert_eq!(
+            attempts[0]["error_class"], "refused_destination",
+            "{attempts}"
+        );
+    }
+    assert!(
+        rx.received().is_empty(),
+        "nothing reached the loopback receiver"
+    );
+}
