@@ -164,6 +164,7 @@ pub async fn state_with(
         config,
         envoys: Arc::new(Registry::default()),
         delivery,
+        caches: Arc::default(),
     })
 }
 

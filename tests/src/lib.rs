@@ -754,6 +754,12 @@ pub struct ControlPlaneOptions {
     pub wasm_module: PathBuf,
     /// The admin key.
     pub admin_key: String,
+    /// `HOOKMESH_LOG`.
+    pub log: String,
+    /// `--database-url`, when not the default SQLite file.
+    pub database_url: Option<String>,
+    /// More `hookmesh serve` arguments.
+    pub extra_args: Vec<String>,
 }
 
 impl Default for ControlPlaneOptions {
@@ -764,6 +770,9 @@ impl Default for ControlPlaneOptions {
             xds_port: free_port(),
             wasm_module: wasm_module(),
             admin_key: format!("hm_e2e_admin_{}", free_port()),
+            log: "debug".into(),
+            database_url: None,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -818,7 +827,9 @@ impl ControlPlane {
             .arg("--wasm-module")
             .arg(&options.wasm_module)
             .env("HOOKMESH_ADMIN_KEY", &admin_key)
-            .env("HOOKMESH_LOG", "debug")
+            .args(&options.extra_args)
+            .args(options.database_url.iter().flat_map(|u| ["--database-url".to_owned(), u.clone()]))
+            .env("HOOKMESH_LOG", &options.log)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("create server log"))
             .spawn()
@@ -891,6 +902,11 @@ impl ControlPlane {
         serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null)
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the process at once, as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -926,3 +942,132 @@ pub fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
+
+/// A PostgreSQL cluster started for one test when `make test` did not provide one.
+/// A throwaway PostgreSQL 15 cluster (`initdb` + `pg_ctl` on a free port), removed on drop.
+pub struct PgCluster {
+    dir: PathBuf,
+    data: PathBuf,
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub url: String,
+}
+
+fn pg_bin(tool: &str) -> PathBuf {
+    let dir = std::env::var_os("HOOKMESH_PG_BIN").map_or_else(
+        || PathBuf::from("/usr/lib/postgresql/15/bin"),
+        PathBuf::from,
+    );
+    dir.join(tool)
+}
+
+fn as_postgres(cmd: &str, args: &[&str]) -> Command {
+    // initdb refuses to run as root.
+    if unsafe_is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", cmd]).args(args);
+        c
+    } else {
+        let mut c = Command::new(cmd);
+        c.args(args);
+        c
+    }
+}
+
+fn unsafe_is_root() -> bool {
+    std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+        || Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout == b"0\n")
+            .unwrap_or(false)
+}
+
+impl PgCluster {
+    /// Starts a cluster; as root, runs the server binaries as the `postgres` user.
+    ///
+    /// # Panics
+    /// When the PostgreSQL server binaries are missing or fail.
+    pub fn start() -> PgCluster {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("hookmesh-pg-{}-{port}", std::process::id()));
+        let data = dir.join("data");
+        std::fs::create_dir_all(&dir).unwrap();
+        if unsafe_is_root() {
+            assert!(Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .unwrap()
+                .success());
+        }
+        let initdb = pg_bin("initdb");
+        let status = as_postgres(
+            initdb.to_str().unwrap(),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run initdb (PostgreSQL 15 server binaries)");
+        assert!(status.success(), "initdb failed");
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            dir.display()
+        );
+        let log = dir.join("log");
+        let pg_ctl = pg_bin("pg_ctl");
+        let status = as_postgres(
+            pg_ctl.to_str().unwrap(),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-o",
+                &opts,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+        assert!(
+            status.success(),
+            "pg_ctl start failed: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        PgCluster {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            dir,
+            data,
+        }
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let pg_ctl = pg_bin("pg_ctl");
+        let _ = as_postgres(
+            pg_ctl.to_str().unwrap(),
+            &["-D", self.data.to_str().unwrap(), "-m", "immediate", "stop"],
+        )
+        .stdout(std::process::Stdio::null())
+        .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+

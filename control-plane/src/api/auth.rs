@@ -260,11 +260,16 @@ pub async fn authenticate(
         .ok_or(ApiError::Unauthorized(
             "malformed Authorization header: expected `Bearer <key>`",
         ))?;
-    let row = state
-        .store
-        .get_by_key(Kind::ApiKey, &hash_key(key))
-        .await?
-        .ok_or(ApiError::Unauthorized("invalid API key"))?;
+    let hash = hash_key(key);
+    let row = match state.caches.keys.get(&hash) {
+        Some(row) => row,
+        None => {
+            let row = state.store.get_by_key(Kind::ApiKey, &hash).await?;
+            state.caches.keys.put(hash, row.clone());
+            row
+        }
+    };
+    let row = row.ok_or(ApiError::Unauthorized("invalid API key"))?;
     let principal = principal_of(&row, crate::ids::now_ms())?;
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)

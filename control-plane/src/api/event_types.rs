@@ -203,6 +203,7 @@ async fn create(
             ),
         )
         .await?;
+    state.caches.schemas.clear();
     Ok(with_etag(StatusCode::CREATED, 1, view(&r)?))
 }
 
@@ -270,6 +271,7 @@ async fn replace(
             ),
         )
         .await?;
+    state.caches.schemas.clear();
     Ok(with_etag(StatusCode::OK, r.version, view(&r)?))
 }
 
@@ -301,5 +303,6 @@ async fn remove(
             ),
         )
         .await?;
+    state.caches.schemas.clear();
     Ok(StatusCode::NO_CONTENT)
 }

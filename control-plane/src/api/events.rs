@@ -10,6 +10,7 @@ use crate::store::{DeliveryQuery, Kind};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -164,6 +165,29 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(retry_delivery))
 }
 
+/// The compiled schema of the newest version of an event type, cached.
+async fn schema_for(state: &AppState, tenant: &str, name: &str) -> Result<Option<Arc<jsonschema::Validator>>, crate::store::StoreError> {
+    let key = (tenant.to_owned(), name.to_owned());
+    if let Some(v) = state.caches.schemas.get(&key) {
+        return Ok(v);
+    }
+    let prefix = format!("{tenant}/{name}/v");
+    let mut newest: Option<(u64, serde_json::Value)> = None;
+    for r in state.store.list_all(Kind::EventType).await?.iter().filter(|r| r.unique_key.starts_with(&prefix)) {
+        let v: u64 = r.unique_key[prefix.len()..].parse().unwrap_or(0);
+        if newest.as_ref().is_none_or(|(best, _)| v >= *best) {
+            newest = Some((v, r.body.get("schema").cloned().unwrap_or(serde_json::Value::Null)));
+        }
+    }
+    let validator = newest
+        .map(|(_, s)| s)
+        .filter(|s| !s.is_null())
+        .and_then(|s| jsonschema::validator_for(&s).ok())
+        .map(Arc::new);
+    state.caches.schemas.put(key, validator.clone());
+    Ok(validator)
+}
+
 /// Validates one event (and its payload against its event type's schema) into a request.
 async fn prepare(
     state: &AppState,
@@ -216,28 +240,14 @@ async fn prepare(
         },
     };
     if name_ok && !tenant.is_empty() {
-        // The newest version of the event type, when one exists with a schema.
-        let prefix = format!("{tenant}/{}/v", e.event_type);
-        let mut schema = None;
-        let mut best = 0u64;
-        if let Ok(all) = state.store.list_all(Kind::EventType).await {
-            for r in all.iter().filter(|r| r.unique_key.starts_with(&prefix)) {
-                let v: u64 = r.unique_key[prefix.len()..].parse().unwrap_or(0);
-                if v >= best {
-                    best = v;
-                    schema = r.body.get("schema").filter(|s| !s.is_null()).cloned();
-                }
-            }
-        }
-        if let Some(schema) = schema {
-            if let Ok(validator) = jsonschema::validator_for(&schema) {
+        match schema_for(state, &tenant, &e.event_type).await {
+            Ok(Some(validator)) => {
                 for err in validator.iter_errors(&e.payload) {
-                    bad(
-                        &format!("payload{}", err.instance_path.to_string().replace('/', ".")),
-                        err.to_string(),
-                    );
+                    bad(&format!("payload{}", err.instance_path.to_string().replace('/', ".")), err.to_string());
                 }
             }
+            Ok(None) => {}
+            Err(err) => bad("event_type", format!("its schema could not be loaded: {err}")),
         }
     }
     if !errors.is_empty() {

@@ -224,6 +224,7 @@ async fn create(
         revoked_at: None,
     };
     let r = insert_key(&state, &who, record, &secret).await?;
+    state.caches.keys.clear();
     Ok(with_etag(
         StatusCode::CREATED,
         r.version,
@@ -291,6 +292,7 @@ async fn revoke(
             ),
         )
         .await?;
+    state.caches.keys.clear();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -334,6 +336,7 @@ async fn rotate(
             ),
         )
         .await?;
+    state.caches.keys.clear();
     Ok(with_etag(
         StatusCode::OK,
         r.version,

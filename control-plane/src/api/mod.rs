@@ -4,6 +4,7 @@
 //! so the OpenAPI document is built from the same routes the server answers.
 
 mod audit;
+pub mod cache;
 pub mod auth;
 mod docs;
 mod endpoints;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub envoys: Arc<crate::xds::Registry>,
     /// Outbound delivery: publishing, endpoint cache.
     pub delivery: Arc<crate::delivery::Engine>,
+    /// API keys and schemas on the request path.
+    pub caches: Arc<cache::Caches>,
 }
 
 #[derive(OpenApi)]

@@ -85,6 +85,14 @@ impl Engine {
         keys: Arc<MasterKeys>,
         settings: DeliverySettings,
     ) -> Result<Arc<Engine>, DeliveryError> {
+        if store.backend() == "sqlite" {
+            // One process owns a SQLite file: leases left behind are a crashed run's, and are
+            // delivered again at once instead of after they expire.
+            let n = store.release_leases(crate::ids::now_ms()).await?;
+            if n > 0 {
+                tracing::info!(deliveries = n, "released the leases of a previous run");
+            }
+        }
         let endpoints = EndpointCache::new(store.clone(), keys).await?;
         endpoints.spawn_refresher(Duration::from_secs(2));
         let (commit_tx, commit_rx) = mpsc::channel(4096);

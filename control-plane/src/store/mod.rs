@@ -376,6 +376,9 @@ pub trait Store: Send + Sync + 'static {
         lease_until: i64,
         limit: i64,
     ) -> Result<Vec<DeliveryRow>, StoreError>;
+    /// Makes every leased delivery pending again; returns how many. Only for a store owned by one
+    /// process (SQLite), at start-up: the leases are then stale by definition.
+    async fn release_leases(&self, now: i64) -> Result<u64, StoreError>;
     /// Events by id.
     async fn events_by_id(&self, ids: &[String]) -> Result<Vec<EventRow>, StoreError>;
     /// Records attempts and outcomes in one transaction.

@@ -41,6 +41,7 @@ impl PgStore {
 sql_store!(
     PgStore,
     "postgres",
+    "BEGIN",
     "UPDATE deliveries SET status = 'leased', lease_until = $1, updated_at = $2 WHERE id IN (\
      SELECT id FROM deliveries WHERE (status = 'pending' AND next_attempt_at <= $2) OR (status = 'leased' AND lease_until < $2) \
      ORDER BY priority DESC, next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING *"

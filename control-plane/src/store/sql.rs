@@ -6,7 +6,7 @@
 
 /// Implements [`Store`](super::Store) for a struct with a `pool` field of the backend's pool.
 macro_rules! sql_store {
-    ($store:ident, $backend:literal, $claim:expr) => {
+    ($store:ident, $backend:literal, $begin:expr, $claim:expr) => {
         impl $store {
             fn delivery(row: &<Self as DbTypes>::Row) -> Result<DeliveryRow, StoreError> {
                 use sqlx::Row as _;
@@ -131,7 +131,7 @@ macro_rules! sql_store {
             }
 
             async fn insert(&self, r: &Resource, audit: &AuditEntry) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 sqlx::query(
                     "INSERT INTO resources (kind, id, tenant_id, unique_key, body, secrets, version, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -195,7 +195,7 @@ macro_rules! sql_store {
             }
 
             async fn update(&self, r: &Resource, expected_version: i64, audit: &AuditEntry) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let done = sqlx::query(
                     "UPDATE resources SET unique_key = $1, body = $2, secrets = $3, version = $4, updated_at = $5 \
                      WHERE kind = $6 AND id = $7 AND version = $8",
@@ -224,7 +224,7 @@ macro_rules! sql_store {
             }
 
             async fn delete(&self, kind: Kind, id: &str, expected_version: Option<i64>, audit: &AuditEntry) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let done = sqlx::query(
                     "DELETE FROM resources WHERE kind = $1 AND id = $2 AND (CAST($3 AS BIGINT) IS NULL OR version = $3)",
                 )
@@ -324,8 +324,9 @@ macro_rules! sql_store {
 
             async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<Stored>, StoreError> {
                 use sqlx::Row as _;
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let mut out = Vec::with_capacity(events.len());
+                let mut fresh: Vec<&NewEvent> = Vec::with_capacity(events.len());
                 let mut in_batch: std::collections::HashMap<(&str, &str), &str> = std::collections::HashMap::new();
                 for e in events {
                     if let Some(key) = &e.dedup_key {
@@ -344,31 +345,37 @@ macro_rules! sql_store {
                         }
                         in_batch.insert((e.tenant_id.as_str(), key.as_str()), e.id.as_str());
                     }
-                    sqlx::query("INSERT INTO events (id, tenant_id, event_type, payload, dedup_key, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
-                        .bind(&e.id)
-                        .bind(&e.tenant_id)
-                        .bind(&e.event_type)
-                        .bind(&e.payload)
-                        .bind(&e.dedup_key)
-                        .bind(e.created_at)
-                        .execute(&mut *tx)
-                        .await?;
-                    for (delivery_id, endpoint_id) in &e.deliveries {
-                        sqlx::query(
-                            "INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, lease_until, priority, last_error, created_at, updated_at) \
-                             VALUES ($1, $2, $3, $4, 'pending', 0, $5, NULL, $6, NULL, $7, $7)",
-                        )
-                        .bind(delivery_id)
-                        .bind(&e.id)
-                        .bind(endpoint_id)
-                        .bind(&e.tenant_id)
-                        .bind(e.deliver_at)
-                        .bind(e.priority)
-                        .bind(e.created_at)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
+                    fresh.push(e);
                     out.push(Stored::Created);
+                }
+                // Multi-row inserts: one statement per 500 rows instead of one per row.
+                for chunk in fresh.chunks(500) {
+                    let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new("INSERT INTO events (id, tenant_id, event_type, payload, dedup_key, created_at) ");
+                    q.push_values(chunk, |mut row, e| {
+                        row.push_bind(&e.id).push_bind(&e.tenant_id).push_bind(&e.event_type).push_bind(&e.payload).push_bind(&e.dedup_key).push_bind(e.created_at);
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                let deliveries: Vec<(&NewEvent, &(String, String))> = fresh.iter().flat_map(|e| e.deliveries.iter().map(move |d| (*e, d))).collect();
+                for chunk in deliveries.chunks(500) {
+                    let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new(
+                        "INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, lease_until, priority, last_error, created_at, updated_at) ",
+                    );
+                    q.push_values(chunk, |mut row, (e, (delivery_id, endpoint_id))| {
+                        row.push_bind(delivery_id)
+                            .push_bind(&e.id)
+                            .push_bind(endpoint_id)
+                            .push_bind(&e.tenant_id)
+                            .push_bind("pending")
+                            .push_bind(0i64)
+                            .push_bind(e.deliver_at)
+                            .push_bind(None::<i64>)
+                            .push_bind(e.priority)
+                            .push_bind(None::<String>)
+                            .push_bind(e.created_at)
+                            .push_bind(e.created_at);
+                    });
+                    q.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(out)
@@ -377,6 +384,14 @@ macro_rules! sql_store {
             async fn claim_deliveries(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<DeliveryRow>, StoreError> {
                 let rows = sqlx::query($claim).bind(lease_until).bind(now).bind(limit).fetch_all(&self.pool).await?;
                 rows.iter().map(Self::delivery).collect()
+            }
+
+            async fn release_leases(&self, now: i64) -> Result<u64, StoreError> {
+                let done = sqlx::query("UPDATE deliveries SET status = 'pending', next_attempt_at = $1, lease_until = NULL, updated_at = $1 WHERE status = 'leased'")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
             }
 
             async fn events_by_id(&self, ids: &[String]) -> Result<Vec<EventRow>, StoreError> {
@@ -394,26 +409,42 @@ macro_rules! sql_store {
             }
 
             async fn complete_deliveries(&self, done: &[Completion], now: i64) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin().await?;
-                for c in done {
+                let mut tx = self.pool.begin_with($begin).await?;
+                for chunk in done.chunks(500) {
+                    let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new(
+                        "INSERT INTO attempts (id, delivery_id, attempt, started_at, duration_ms, status_code, request_headers, response_headers, response_body, error_class, error) ",
+                    );
+                    q.push_values(chunk, |mut row, c| {
+                        let a = &c.attempt;
+                        row.push_bind(&a.id)
+                            .push_bind(&a.delivery_id)
+                            .push_bind(a.attempt)
+                            .push_bind(a.started_at)
+                            .push_bind(a.duration_ms)
+                            .push_bind(a.status_code)
+                            .push_bind(&a.request_headers)
+                            .push_bind(&a.response_headers)
+                            .push_bind(&a.response_body)
+                            .push_bind(&a.error_class)
+                            .push_bind(&a.error);
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                // Successes all change the same way: one statement per 500 of them.
+                let (ok, other): (Vec<&Completion>, Vec<&Completion>) = done.iter().partition(|c| c.status == "succeeded");
+                for chunk in ok.chunks(500) {
+                    let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new("UPDATE deliveries SET status = 'succeeded', attempts = attempts + 1, lease_until = NULL, last_error = NULL, updated_at = ");
+                    q.push_bind(now);
+                    q.push(" WHERE id IN (");
+                    let mut ids = q.separated(", ");
+                    for c in chunk {
+                        ids.push_bind(&c.attempt.delivery_id);
+                    }
+                    q.push(")");
+                    q.build().execute(&mut *tx).await?;
+                }
+                for c in other {
                     let a = &c.attempt;
-                    sqlx::query(
-                        "INSERT INTO attempts (id, delivery_id, attempt, started_at, duration_ms, status_code, request_headers, response_headers, response_body, error_class, error) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                    )
-                    .bind(&a.id)
-                    .bind(&a.delivery_id)
-                    .bind(a.attempt)
-                    .bind(a.started_at)
-                    .bind(a.duration_ms)
-                    .bind(a.status_code)
-                    .bind(&a.request_headers)
-                    .bind(&a.response_headers)
-                    .bind(&a.response_body)
-                    .bind(&a.error_class)
-                    .bind(&a.error)
-                    .execute(&mut *tx)
-                    .await?;
                     sqlx::query("UPDATE deliveries SET status = $1, attempts = $2, next_attempt_at = $3, lease_until = NULL, last_error = $4, updated_at = $5 WHERE id = $6")
                         .bind(c.status)
                         .bind(a.attempt)

@@ -49,6 +49,9 @@ impl SqliteStore {
 sql_store!(
     SqliteStore,
     "sqlite",
+    // Write transactions take the write lock up front: a read that later upgrades fails with
+    // SQLITE_BUSY_SNAPSHOT instead of waiting when another writer went first.
+    "BEGIN IMMEDIATE",
     "UPDATE deliveries SET status = 'leased', lease_until = $1, updated_at = $2 WHERE id IN (\
      SELECT id FROM deliveries WHERE (status = 'pending' AND next_attempt_at <= $2) OR (status = 'leased' AND lease_until < $2) \
      ORDER BY priority DESC, next_attempt_at LIMIT $3) RETURNING *"

@@ -2,4 +2,5 @@
 
 mod config_push;
 mod control_plane;
+mod delivery_crash;
 mod edge;
