@@ -39,10 +39,13 @@ lint: wasm-target
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p hookmesh-filter --target wasm32-wasip1 -- -D warnings
 
-# Tools the end-to-end tests call (TLS certificate, HTTPS client).
+# Tools the end-to-end tests call: TLS certificate, HTTPS client, the PostgreSQL client for
+# the benchmark, and the Standard Webhooks reference library as an independent verifier.
 test-deps:
 	@command -v curl >/dev/null && command -v openssl >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq curl openssl; }
+	@python3 -c "import standardwebhooks" 2>/dev/null || \
+	  python3 -m pip install --quiet --disable-pip-version-check "standardwebhooks==1.1.0"
 
 fmt:
 	$(CARGO) fmt --all

@@ -828,7 +828,12 @@ impl ControlPlane {
             .arg(&options.wasm_module)
             .env("HOOKMESH_ADMIN_KEY", &admin_key)
             .args(&options.extra_args)
-            .args(options.database_url.iter().flat_map(|u| ["--database-url".to_owned(), u.clone()]))
+            .args(
+                options
+                    .database_url
+                    .iter()
+                    .flat_map(|u| ["--database-url".to_owned(), u.clone()]),
+            )
             .env("HOOKMESH_LOG", &options.log)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("create server log"))
@@ -1070,4 +1075,3 @@ impl Drop for PgCluster {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
-

@@ -15,13 +15,18 @@ pub struct Ttl<K, V> {
 impl<K: Eq + Hash, V: Clone> Ttl<K, V> {
     /// Entries live `ttl`.
     pub fn new(ttl: Duration) -> Ttl<K, V> {
-        Ttl { map: Mutex::new(HashMap::new()), ttl }
+        Ttl {
+            map: Mutex::new(HashMap::new()),
+            ttl,
+        }
     }
 
     /// A live entry.
     pub fn get(&self, k: &K) -> Option<V> {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(k).filter(|(_, at)| at.elapsed() < self.ttl).map(|(v, _)| v.clone())
+        map.get(k)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(v, _)| v.clone())
     }
 
     /// Stores an entry (the map is bounded: a full map is emptied first).
@@ -49,6 +54,9 @@ pub struct Caches {
 
 impl Default for Caches {
     fn default() -> Self {
-        Caches { keys: Ttl::new(Duration::from_secs(2)), schemas: Ttl::new(Duration::from_secs(5)) }
+        Caches {
+            keys: Ttl::new(Duration::from_secs(2)),
+            schemas: Ttl::new(Duration::from_secs(5)),
+        }
     }
 }

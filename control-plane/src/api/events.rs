@@ -166,17 +166,33 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// The compiled schema of the newest version of an event type, cached.
-async fn schema_for(state: &AppState, tenant: &str, name: &str) -> Result<Option<Arc<jsonschema::Validator>>, crate::store::StoreError> {
+async fn schema_for(
+    state: &AppState,
+    tenant: &str,
+    name: &str,
+) -> Result<Option<Arc<jsonschema::Validator>>, crate::store::StoreError> {
     let key = (tenant.to_owned(), name.to_owned());
     if let Some(v) = state.caches.schemas.get(&key) {
         return Ok(v);
     }
     let prefix = format!("{tenant}/{name}/v");
     let mut newest: Option<(u64, serde_json::Value)> = None;
-    for r in state.store.list_all(Kind::EventType).await?.iter().filter(|r| r.unique_key.starts_with(&prefix)) {
+    for r in state
+        .store
+        .list_all(Kind::EventType)
+        .await?
+        .iter()
+        .filter(|r| r.unique_key.starts_with(&prefix))
+    {
         let v: u64 = r.unique_key[prefix.len()..].parse().unwrap_or(0);
         if newest.as_ref().is_none_or(|(best, _)| v >= *best) {
-            newest = Some((v, r.body.get("schema").cloned().unwrap_or(serde_json::Value::Null)));
+            newest = Some((
+                v,
+                r.body
+                    .get("schema")
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null),
+            ));
         }
     }
     let validator = newest
@@ -243,11 +259,17 @@ async fn prepare(
         match schema_for(state, &tenant, &e.event_type).await {
             Ok(Some(validator)) => {
                 for err in validator.iter_errors(&e.payload) {
-                    bad(&format!("payload{}", err.instance_path.to_string().replace('/', ".")), err.to_string());
+                    bad(
+                        &format!("payload{}", err.instance_path.to_string().replace('/', ".")),
+                        err.to_string(),
+                    );
                 }
             }
             Ok(None) => {}
-            Err(err) => bad("event_type", format!("its schema could not be loaded: {err}")),
+            Err(err) => bad(
+                "event_type",
+                format!("its schema could not be loaded: {err}"),
+            ),
         }
     }
     if !errors.is_empty() {

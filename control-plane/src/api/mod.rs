@@ -4,8 +4,8 @@
 //! so the OpenAPI document is built from the same routes the server answers.
 
 mod audit;
-pub mod cache;
 pub mod auth;
+pub mod cache;
 mod docs;
 mod endpoints;
 mod envoys;

@@ -100,9 +100,10 @@ impl Engine {
         let engine = Arc::new(Engine {
             store,
             endpoints,
-            sender: send::Sender::new(send::DestinationGuard::new(
-                settings.allow_destination_cidrs,
-            ))?,
+            sender: send::Sender::new(
+                send::DestinationGuard::new(settings.allow_destination_cidrs),
+                settings.concurrency,
+            )?,
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             timeout: settings.timeout,
             wake: Notify::new(),

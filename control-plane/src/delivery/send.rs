@@ -106,12 +106,13 @@ impl Sender {
     ///
     /// # Errors
     /// When the TLS stack cannot initialise.
-    pub fn new(guard: DestinationGuard) -> Result<Sender, reqwest::Error> {
+    pub fn new(guard: DestinationGuard, connections: usize) -> Result<Sender, reqwest::Error> {
         let guard = Arc::new(guard);
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
-            .pool_max_idle_per_host(64)
+            // As many idle connections as attempts in flight: fewer makes them churn.
+            .pool_max_idle_per_host(connections)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             .user_agent(concat!("hookmesh/", env!("CARGO_PKG_VERSION")))

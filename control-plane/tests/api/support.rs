@@ -8,11 +8,11 @@ use base64::Engine;
 use hookmesh::api::AppState;
 use hookmesh::secrets::MasterKeys;
 use hookmesh::server;
+pub use hookmesh_e2e::PgCluster;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use std::path::PathBuf;
 use tower::ServiceExt;
-pub use hookmesh_e2e::PgCluster;
 
 pub const ADMIN: &str = "hm_test_global_admin_key_0123456789abcdef";
 

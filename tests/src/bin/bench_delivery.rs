@@ -13,25 +13,35 @@ const CLIENTS: usize = 64;
 
 /// A receiver that only counts (recording would make it the bottleneck).
 async fn counting_receiver() -> (u16, Arc<AtomicU64>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let count = Arc::new(AtomicU64::new(0));
     let c = count.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let c = c.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let c = c.clone();
-                    async move {
-                        use http_body_util::BodyExt;
-                        let _ = req.into_body().collect().await;
-                        c.fetch_add(1, Ordering::Relaxed);
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let c = c.clone();
+                        async move {
+                            use http_body_util::BodyExt;
+                            let _ = req.into_body().collect().await;
+                            c.fetch_add(1, Ordering::Relaxed);
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Empty::<bytes::Bytes>::new(),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
             });
         }
     });
@@ -50,11 +60,20 @@ struct Result {
 fn peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-async fn run(backend: &'static str, database_url: Option<String>, endpoints: usize, events: usize) -> Result {
+async fn run(
+    backend: &'static str,
+    database_url: Option<String>,
+    endpoints: usize,
+    events: usize,
+) -> Result {
     let (port, count) = counting_receiver().await;
     let cp = ControlPlane::start_with(ControlPlaneOptions {
         log: "warn".into(),
@@ -62,11 +81,17 @@ async fn run(backend: &'static str, database_url: Option<String>, endpoints: usi
         extra_args: vec!["--allow-destination-cidrs".into(), "127.0.0.0/8".into()],
         ..ControlPlaneOptions::default()
     });
-    let tenant = cp.json("POST", "/v1/tenants", Some(&json!({"name": "bench"})), 201)["id"].as_str().unwrap().to_owned();
+    let tenant = cp.json("POST", "/v1/tenants", Some(&json!({"name": "bench"})), 201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for i in 0..endpoints {
         cp.json("POST", "/v1/endpoints", Some(&json!({"tenant_id": tenant, "url": format!("http://127.0.0.1:{port}/e{i}"), "event_types": ["bench.*"]})), 201);
     }
-    let client = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().expect("client");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CLIENTS)
+        .build()
+        .expect("client");
     let url = format!("http://127.0.0.1:{}/v1/events", cp.port);
     let auth = format!("Bearer {}", cp.admin_key);
     let pad = "x".repeat(200);
@@ -74,7 +99,14 @@ async fn run(backend: &'static str, database_url: Option<String>, endpoints: usi
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
-        let (client, url, auth, next, tenant, pad) = (client.clone(), url.clone(), auth.clone(), next.clone(), tenant.clone(), pad.clone());
+        let (client, url, auth, next, tenant, pad) = (
+            client.clone(),
+            url.clone(),
+            auth.clone(),
+            next.clone(),
+            tenant.clone(),
+            pad.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -93,27 +125,54 @@ async fn run(backend: &'static str, database_url: Option<String>, endpoints: usi
     let publish_secs = start.elapsed().as_secs_f64();
     let target = (events * endpoints) as u64;
     while count.load(Ordering::Relaxed) < target {
-        assert!(start.elapsed() < Duration::from_secs(600), "only {} of {target} deliveries arrived", count.load(Ordering::Relaxed));
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "only {} of {target} deliveries arrived",
+            count.load(Ordering::Relaxed)
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let secs = start.elapsed().as_secs_f64();
     let rss_mib = peak_rss_mib(cp.pid());
-    Result { backend, endpoints, events, secs, publish_secs, rss_mib }
+    Result {
+        backend,
+        endpoints,
+        events,
+        secs,
+        publish_secs,
+        rss_mib,
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let events: usize = std::env::var("BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let events: usize = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let mut results = Vec::new();
     let pg = PgCluster::start();
-    for backend in ["SQLite", "PostgreSQL"] {
+    let backends: Vec<&'static str> = match std::env::var("BENCH_BACKENDS").as_deref() {
+        Ok("sqlite") => vec!["SQLite"],
+        _ => vec!["SQLite", "PostgreSQL"],
+    };
+    for backend in backends {
         for endpoints in [1, 5] {
             // Every case starts from an empty database.
             let url = (backend == "PostgreSQL").then(|| {
                 let db = format!("bench_{endpoints}_{}", free_port());
-                let ok = std::process::Command::new("psql").arg(&pg.url).args(["-q", "-c", &format!("CREATE DATABASE {db}")]).status().is_ok_and(|s| s.success());
+                let ok = std::process::Command::new("psql")
+                    .arg(&pg.url)
+                    .args(["-q", "-c", &format!("CREATE DATABASE {db}")])
+                    .status()
+                    .is_ok_and(|s| s.success());
                 assert!(ok, "psql could not create the benchmark database");
-                format!("{}/{db}", pg.url.rsplit_once('/').map_or(pg.url.as_str(), |(base, _)| base))
+                format!(
+                    "{}/{db}",
+                    pg.url
+                        .rsplit_once('/')
+                        .map_or(pg.url.as_str(), |(base, _)| base)
+                )
             });
             let r = run(backend, url, endpoints, events).await;
             println!(
@@ -127,7 +186,14 @@ async fn main() {
             results.push(r);
         }
     }
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())).unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
     let mut rows = String::new();
     for r in &results {
         rows.push_str(&format!(
@@ -140,7 +206,11 @@ async fn main() {
             r.rss_mib
         ));
     }
-    let date = std::process::Command::new("date").args(["-u", "+%Y-%m-%d"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
     let section = format!(
         "<!-- bench-delivery:start -->\n## Outbound delivery throughput (`make bench-delivery`)\n\n\
          `hookmesh serve` (release) on {{SQLite, PostgreSQL 15}}; {events} events of about 300 bytes published with `POST /v1/events` by\n\
@@ -154,8 +224,15 @@ async fn main() {
     );
     let path = root().join("docs/benchmarks.md");
     let doc = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
-    let doc = match (doc.find("<!-- bench-delivery:start -->"), doc.find("<!-- bench-delivery:end -->")) {
-        (Some(a), Some(b)) => format!("{}{section}{}", &doc[..a], &doc[b + "<!-- bench-delivery:end -->".len()..]),
+    let doc = match (
+        doc.find("<!-- bench-delivery:start -->"),
+        doc.find("<!-- bench-delivery:end -->"),
+    ) {
+        (Some(a), Some(b)) => format!(
+            "{}{section}{}",
+            &doc[..a],
+            &doc[b + "<!-- bench-delivery:end -->".len()..]
+        ),
         _ => format!("{}\n\n{section}\n", doc.trim_end()),
     };
     std::fs::write(&path, doc).expect("write docs/benchmarks.md");

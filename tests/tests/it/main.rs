@@ -2,5 +2,6 @@
 
 mod config_push;
 mod control_plane;
+mod delivery;
 mod delivery_crash;
 mod edge;

@@ -1,0 +1,110 @@
+//! Outbound deliveries of the `hookmesh serve` process, checked by independent tools.
+
+use hookmesh_e2e::*;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+fn started() -> (ControlPlane, Receiver, String) {
+    let receiver = Receiver::start();
+    let cp = ControlPlane::start_with(ControlPlaneOptions {
+        extra_args: vec!["--allow-destination-cidrs".into(), "127.0.0.0/8".into()],
+        ..ControlPlaneOptions::default()
+    });
+    let tenant = cp.json("POST", "/v1/tenants", Some(&json!({"name": "acme"})), 201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (cp, receiver, tenant)
+}
+
+fn wait_for(receiver: &Receiver, n: usize) -> Vec<Received> {
+    let start = Instant::now();
+    while receiver.received().len() < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "only {} of {n} deliveries arrived",
+            receiver.received().len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    receiver.received()
+}
+
+/// The signature verifies with the reference Standard Webhooks library (PyPI `standardwebhooks`).
+#[test]
+fn deliveries_verify_with_the_standard_webhooks_reference_library() {
+    let (cp, receiver, tenant) = started();
+    let ep = cp.json(
+        "POST",
+        "/v1/endpoints",
+        Some(&json!({"tenant_id": tenant, "url": receiver.url("/hook")})),
+        201,
+    );
+    let secret = cp.json(
+        "GET",
+        &format!("/v1/endpoints/{}/secret", ep["id"].as_str().unwrap()),
+        None,
+        200,
+    )["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    cp.json("POST", "/v1/events", Some(&json!({"tenant_id": tenant, "event_type": "invoice.paid", "payload": {"id": "in_1", "amount": 1200, "note": "ünïcode"}})), 202);
+    let got = wait_for(&receiver, 1).remove(0);
+    let headers: serde_json::Map<String, serde_json::Value> = got
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    let script = "import json, sys\nfrom standardwebhooks.webhooks import Webhook\nsecret, headers, body = sys.argv[1], json.loads(sys.argv[2]), open(sys.argv[3], 'rb').read()\nWebhook(secret).verify(body, headers)\nprint('verified')";
+    let body_file = std::env::temp_dir().join(format!("hookmesh-swh-{}", free_port()));
+    std::fs::write(&body_file, &got.body).unwrap();
+    let run = |secret: &str| {
+        std::process::Command::new("python3")
+            .args([
+                "-c",
+                script,
+                secret,
+                &serde_json::Value::Object(headers.clone()).to_string(),
+            ])
+            .arg(&body_file)
+            .output()
+            .expect("python3")
+    };
+    let out = run(&secret);
+    assert!(
+        out.status.success(),
+        "standardwebhooks refused the signature: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "verified");
+    // And refuses it with another secret, so the check can fail.
+    assert!(!run("whsec_dGhpcyBpcyBhbm90aGVyIHNlY3JldCE=")
+        .status
+        .success());
+}
+
+#[test]
+fn deliver_at_schedules_the_first_attempt() {
+    let (cp, receiver, tenant) = started();
+    cp.json(
+        "POST",
+        "/v1/endpoints",
+        Some(&json!({"tenant_id": tenant, "url": receiver.url("/later")})),
+        201,
+    );
+    let at = hookmesh_e2e::now() + 2;
+    let at_text = std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{at}"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    let at_text = String::from_utf8_lossy(&at_text.stdout).trim().to_owned();
+    cp.json("POST", "/v1/events", Some(&json!({"tenant_id": tenant, "event_type": "reminder.due", "payload": {}, "deliver_at": at_text})), 202);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(
+        receiver.received().is_empty(),
+        "delivered before deliver_at"
+    );
+    wait_for(&receiver, 1);
+    assert!(hookmesh_e2e::now() >= at, "delivered early");
+}
