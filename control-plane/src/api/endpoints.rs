@@ -5,10 +5,10 @@
 use super::auth::{Access, Area, Principal};
 use super::error::{ApiError, FieldError};
 use super::extract::{AppJson, AppQuery, IfMatch, Page, PageParams};
-use super::resource::{audit, check_if_match, load, require_tenant, with_etag};
+use super::resource::{audit, check_if_match, delete, list_page, load, require_tenant, with_etag};
 use super::AppState;
 use crate::ids::{new_id, now_ms, random_bytes, rfc3339};
-use crate::store::{Kind, ListQuery, Resource};
+use crate::store::{Kind, Resource};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -338,21 +338,9 @@ async fn list(
     AppQuery(page): AppQuery<PageParams>,
 ) -> Result<AppJson<Page<Endpoint>>, ApiError> {
     who.require(Area::Endpoints, Access::Read)?;
-    let limit = page.limit()?;
-    let q = ListQuery {
-        kind: Kind::Endpoint,
-        tenant_id: who.tenant_filter(page.tenant_id.as_deref())?,
-        after: page.after.clone(),
-        limit: limit + 1,
-    };
-    let items = state
-        .store
-        .list(&q)
-        .await?
-        .iter()
-        .map(view)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(AppJson(Page::from_fetched(items, limit, |e| e.id.clone())))
+    Ok(AppJson(
+        list_page(&state, &who, Kind::Endpoint, &page, view, |x| x.id.clone()).await?,
+    ))
 }
 
 /// Create an endpoint.
@@ -479,24 +467,7 @@ async fn remove(
     IfMatch(if_match): IfMatch,
 ) -> Result<StatusCode, ApiError> {
     who.require(Area::Endpoints, Access::Write)?;
-    let old = load(&state, &who, Kind::Endpoint, &id).await?;
-    check_if_match(if_match, old.version)?;
-    state
-        .store
-        .delete(
-            Kind::Endpoint,
-            &id,
-            Some(old.version),
-            &audit(
-                &who,
-                "delete",
-                Kind::Endpoint,
-                &id,
-                Some(&old.tenant_id),
-                serde_json::json!({"before": old.body}),
-            ),
-        )
-        .await?;
+    delete(&state, &who, Kind::Endpoint, &id, if_match).await?;
     refresh_delivery(&state).await;
     Ok(StatusCode::NO_CONTENT)
 }

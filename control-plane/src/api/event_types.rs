@@ -4,10 +4,10 @@
 use super::auth::{Access, Area, Principal};
 use super::error::ApiError;
 use super::extract::{AppJson, AppQuery, IfMatch, Page, PageParams};
-use super::resource::{audit, check_if_match, load, require_tenant, with_etag};
+use super::resource::{audit, check_if_match, delete, list_page, load, require_tenant, with_etag};
 use super::AppState;
 use crate::ids::{new_id, now_ms, rfc3339};
-use crate::store::{Kind, ListQuery, Resource};
+use crate::store::{Kind, Resource};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -138,21 +138,9 @@ async fn list(
     AppQuery(page): AppQuery<PageParams>,
 ) -> Result<AppJson<Page<EventType>>, ApiError> {
     who.require(Area::EventTypes, Access::Read)?;
-    let limit = page.limit()?;
-    let q = ListQuery {
-        kind: Kind::EventType,
-        tenant_id: who.tenant_filter(page.tenant_id.as_deref())?,
-        after: page.after.clone(),
-        limit: limit + 1,
-    };
-    let items = state
-        .store
-        .list(&q)
-        .await?
-        .iter()
-        .map(view)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(AppJson(Page::from_fetched(items, limit, |e| e.id.clone())))
+    Ok(AppJson(
+        list_page(&state, &who, Kind::EventType, &page, view, |x| x.id.clone()).await?,
+    ))
 }
 
 /// Create an event type (a new name, or a new version of one).
@@ -285,24 +273,7 @@ async fn remove(
     IfMatch(if_match): IfMatch,
 ) -> Result<StatusCode, ApiError> {
     who.require(Area::EventTypes, Access::Write)?;
-    let old = load(&state, &who, Kind::EventType, &id).await?;
-    check_if_match(if_match, old.version)?;
-    state
-        .store
-        .delete(
-            Kind::EventType,
-            &id,
-            Some(old.version),
-            &audit(
-                &who,
-                "delete",
-                Kind::EventType,
-                &id,
-                Some(&old.tenant_id),
-                serde_json::json!({"before": old.body}),
-            ),
-        )
-        .await?;
+    delete(&state, &who, Kind::EventType, &id, if_match).await?;
     state.caches.schemas.clear();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,10 +4,10 @@
 use super::auth::{generate_key, hash_key, KeyRecord, Principal, SCOPES};
 use super::error::{ApiError, FieldError};
 use super::extract::{AppJson, AppQuery, Page, PageParams};
-use super::resource::{audit, load, require_tenant, with_etag};
+use super::resource::{audit, list_page, load, require_tenant, with_etag};
 use super::AppState;
 use crate::ids::{new_id, now_ms, parse_rfc3339, rfc3339};
-use crate::store::{Kind, ListQuery, Resource};
+use crate::store::{Kind, Resource};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -136,21 +136,9 @@ async fn list(
     AppQuery(page): AppQuery<PageParams>,
 ) -> Result<AppJson<Page<ApiKey>>, ApiError> {
     who.require_admin()?;
-    let limit = page.limit()?;
-    let q = ListQuery {
-        kind: Kind::ApiKey,
-        tenant_id: who.tenant_filter(page.tenant_id.as_deref())?,
-        after: page.after.clone(),
-        limit: limit + 1,
-    };
-    let items = state
-        .store
-        .list(&q)
-        .await?
-        .iter()
-        .map(view)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(AppJson(Page::from_fetched(items, limit, |k| k.id.clone())))
+    Ok(AppJson(
+        list_page(&state, &who, Kind::ApiKey, &page, view, |k| k.id.clone()).await?,
+    ))
 }
 
 /// Create an API key; the response carries its secret, shown this once.

@@ -76,3 +76,61 @@ pub fn with_etag<T: Serialize>(status: StatusCode, version: i64, body: T) -> Res
     }
     resp
 }
+
+/// One page of a tenant-owned kind, as the caller may see it.
+///
+/// # Errors
+/// A bad limit, another tenant asked for, or storage failures.
+pub async fn list_page<T>(
+    state: &AppState,
+    who: &Principal,
+    kind: Kind,
+    page: &super::extract::PageParams,
+    view: impl Fn(&Resource) -> Result<T, ApiError>,
+    id: impl Fn(&T) -> String,
+) -> Result<super::extract::Page<T>, ApiError> {
+    let limit = page.limit()?;
+    let q = crate::store::ListQuery {
+        kind,
+        tenant_id: who.tenant_filter(page.tenant_id.as_deref())?,
+        after: page.after.clone(),
+        limit: limit + 1,
+    };
+    let items = state
+        .store
+        .list(&q)
+        .await?
+        .iter()
+        .map(view)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(super::extract::Page::from_fetched(items, limit, id))
+}
+
+/// Deletes a resource the caller may see, honouring `If-Match`, with its audit entry; returns
+/// what was deleted.
+///
+/// # Errors
+/// 404, 412, or storage failures.
+pub async fn delete(
+    state: &AppState,
+    who: &Principal,
+    kind: Kind,
+    id: &str,
+    if_match: Option<i64>,
+) -> Result<Resource, ApiError> {
+    let old = load(state, who, kind, id).await?;
+    check_if_match(if_match, old.version)?;
+    let entry = audit(
+        who,
+        "delete",
+        kind,
+        id,
+        Some(&old.tenant_id),
+        serde_json::json!({"before": old.body}),
+    );
+    state
+        .store
+        .delete(kind, id, Some(old.version), &entry)
+        .await?;
+    Ok(old)
+}
