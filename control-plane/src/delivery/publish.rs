@@ -113,21 +113,26 @@ impl Engine {
                 }
             })
             .collect();
+        // Only ids and counts are needed back: the events themselves go to the committer.
+        let summary: Vec<(String, usize)> = events
+            .iter()
+            .map(|e| (e.id.clone(), e.deliveries.len()))
+            .collect();
         let (tx, rx) = oneshot::channel();
         self.committer
-            .send((events.clone(), tx))
+            .send((events, tx))
             .await
             .map_err(|_| StoreError::Corrupt("the committer stopped".into()))?;
         let stored = rx
             .await
             .map_err(|_| StoreError::Corrupt("the committer stopped".into()))??;
-        Ok(events
-            .iter()
+        Ok(summary
+            .into_iter()
             .zip(stored)
-            .map(|(e, s)| match s {
+            .map(|((id, deliveries), s)| match s {
                 Stored::Created => Published {
-                    id: e.id.clone(),
-                    deliveries: e.deliveries.len(),
+                    id,
+                    deliveries,
                     duplicate: false,
                 },
                 Stored::Duplicate(id) => Published {

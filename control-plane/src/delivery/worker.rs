@@ -14,6 +14,12 @@ use tokio::sync::mpsc;
 
 /// How long a claimed delivery stays leased: longer than any endpoint timeout.
 const LEASE_MS: i64 = 120_000;
+
+/// A claimed event and its body, shared by its deliveries.
+struct Loaded {
+    row: EventRow,
+    body: bytes::Bytes,
+}
 const CLAIM_BATCH: usize = 256;
 const WRITE_BATCH: usize = 512;
 
@@ -48,10 +54,14 @@ pub(super) async fn dispatch(engine: Arc<Engine>, done: mpsc::Sender<Completion>
         let mut ids: Vec<String> = claimed.iter().map(|d| d.event_id.clone()).collect();
         ids.sort();
         ids.dedup();
-        let events: HashMap<String, Arc<EventRow>> = match engine.store.events_by_id(&ids).await {
+        // The body once per event, shared by its deliveries to every endpoint.
+        let events: HashMap<String, Arc<Loaded>> = match engine.store.events_by_id(&ids).await {
             Ok(rows) => rows
                 .into_iter()
-                .map(|e| (e.id.clone(), Arc::new(e)))
+                .map(|e| {
+                    let body = bytes::Bytes::from(e.payload.clone().into_bytes());
+                    (e.id.clone(), Arc::new(Loaded { row: e, body }))
+                })
                 .collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "loading events failed; the leases will expire and be retried");
@@ -121,7 +131,7 @@ fn mask_headers(headers: &[(String, String)]) -> String {
     serde_json::Value::Object(masked).to_string()
 }
 
-async fn attempt(engine: &Engine, d: DeliveryRow, event: Option<Arc<EventRow>>) -> Completion {
+async fn attempt(engine: &Engine, d: DeliveryRow, event: Option<Arc<Loaded>>) -> Completion {
     let now = crate::ids::now_ms();
     let n = d.attempts + 1;
     let mut row = AttemptRow {
@@ -156,25 +166,16 @@ async fn attempt(engine: &Engine, d: DeliveryRow, event: Option<Arc<EventRow>>) 
     if !endpoint.enabled {
         return dead(row, "endpoint_disabled", "the endpoint is disabled".into());
     }
-    let mut headers = match super::sign::headers(
-        &event.id,
-        now / 1000,
-        event.payload.as_bytes(),
-        &endpoint.secrets,
-    ) {
-        Ok(h) => h,
-        Err(e) => return dead(row, "signing", e.to_string()),
-    };
+    let mut headers =
+        match super::sign::headers(&event.row.id, now / 1000, &event.body, &endpoint.secrets) {
+            Ok(h) => h,
+            Err(e) => return dead(row, "signing", e.to_string()),
+        };
     headers.extend(endpoint.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
     row.request_headers = mask_headers(&headers);
     let out: Outcome = engine
         .sender
-        .post(
-            &endpoint.url,
-            &headers,
-            bytes::Bytes::from(event.payload.clone()),
-            engine.timeout,
-        )
+        .post(&endpoint.url, &headers, event.body.clone(), engine.timeout)
         .await;
     row.duration_ms = out.duration.as_millis() as i64;
     row.status_code = out.status.map(i64::from);
@@ -228,7 +229,7 @@ async fn attempt(engine: &Engine, d: DeliveryRow, event: Option<Arc<EventRow>>) 
         _ => None,
     };
     let policy = endpoint.retry_policy.clone().unwrap_or_else(default_policy);
-    let age = Duration::from_millis(now.saturating_sub(event.created_at).max(0) as u64);
+    let age = Duration::from_millis(now.saturating_sub(event.row.created_at).max(0) as u64);
     let jitter = rand::thread_rng().gen_range(0.8..1.2);
     match next_delay(&policy, n as u32, age, retry_after, jitter) {
         Some(delay) => Completion {
