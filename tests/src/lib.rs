@@ -335,6 +335,9 @@ impl Received {
 struct Script {
     default: u16,
     queue: std::collections::VecDeque<(u16, Vec<(String, String)>)>,
+    delay: Duration,
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 /// A recording HTTP/1.1 upstream on 127.0.0.1, answering a switchable status.
@@ -356,6 +359,9 @@ impl Receiver {
         let script = Arc::new(Mutex::new(Script {
             default: 200,
             queue: std::collections::VecDeque::new(),
+            delay: Duration::ZERO,
+            in_flight: 0,
+            max_in_flight: 0,
         }));
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let (rec, st) = (received.clone(), script.clone());
@@ -388,10 +394,15 @@ impl Receiver {
                                         .collect(),
                                     body,
                                 });
-                                let (status, headers) = {
+                                let (status, headers, delay) = {
                                     let mut s = st.lock().expect("lock");
-                                    s.queue.pop_front().unwrap_or((s.default, Vec::new()))
+                                    s.in_flight += 1;
+                                    s.max_in_flight = s.max_in_flight.max(s.in_flight);
+                                    let (status, headers) = s.queue.pop_front().unwrap_or((s.default, Vec::new()));
+                                    (status, headers, s.delay)
                                 };
+                                tokio::time::sleep(delay).await;
+                                st.lock().expect("lock").in_flight -= 1;
                                 let mut resp = hyper::Response::new(Full::new(Bytes::from_static(b"received")));
                                 *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
                                 for (n, v) in headers {
@@ -429,6 +440,16 @@ impl Receiver {
     /// Sets the status answered when no scripted response is queued.
     pub fn set_status(&self, status: u16) {
         self.script.lock().expect("lock").default = status;
+    }
+
+    /// Delays every answer (a slow receiver).
+    pub fn set_delay(&self, delay: Duration) {
+        self.script.lock().expect("lock").delay = delay;
+    }
+
+    /// The most requests it was answering at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.script.lock().expect("lock").max_in_flight
     }
 
     /// Queues responses for the next requests, in order: (status, headers).

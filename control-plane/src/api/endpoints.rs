@@ -69,6 +69,12 @@ pub struct EndpointInput {
     /// Deliveries per second at most.
     #[serde(default)]
     pub rate_limit_per_sec: Option<f64>,
+    /// Per-attempt timeout in seconds, 1 to 300 (default 15).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    /// Attempts in flight to this endpoint at most, 1 to 10000 (default: no limit of its own).
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
     /// Disabled endpoints receive nothing.
     #[serde(default = "enabled")]
     pub enabled: bool,
@@ -104,6 +110,10 @@ pub struct Endpoint {
     pub retry_policy: Option<RetryPolicy>,
     /// Deliveries per second at most.
     pub rate_limit_per_sec: Option<f64>,
+    /// Per-attempt timeout in seconds (default 15).
+    pub timeout_secs: Option<u64>,
+    /// Attempts in flight to this endpoint at most.
+    pub max_concurrency: Option<u32>,
     /// Whether deliveries are made.
     pub enabled: bool,
     /// Free-form labels.
@@ -124,6 +134,10 @@ struct Stored {
     headers: BTreeMap<String, String>,
     retry_policy: Option<RetryPolicy>,
     rate_limit_per_sec: Option<f64>,
+    #[serde(default)]
+    timeout_secs: Option<u64>,
+    #[serde(default)]
+    max_concurrency: Option<u32>,
     enabled: bool,
     metadata: BTreeMap<String, String>,
 }
@@ -217,6 +231,15 @@ fn validate(input: &EndpointInput) -> Result<(), ApiError> {
     {
         bad("rate_limit_per_sec", "must be a positive number");
     }
+    if input.timeout_secs.is_some_and(|t| !(1..=300).contains(&t)) {
+        bad("timeout_secs", "must be 1 to 300");
+    }
+    if input
+        .max_concurrency
+        .is_some_and(|c| !(1..=10_000).contains(&c))
+    {
+        bad("max_concurrency", "must be 1 to 10000");
+    }
     match &input.retry_policy {
         Some(RetryPolicy::Exponential {
             initial_secs,
@@ -281,6 +304,8 @@ fn stored(input: EndpointInput) -> Stored {
         headers: input.headers,
         retry_policy: input.retry_policy,
         rate_limit_per_sec: input.rate_limit_per_sec,
+        timeout_secs: input.timeout_secs,
+        max_concurrency: input.max_concurrency,
         enabled: input.enabled,
         metadata: input.metadata,
     }
@@ -297,6 +322,8 @@ fn view(r: &Resource) -> Result<Endpoint, ApiError> {
         headers: s.headers,
         retry_policy: s.retry_policy,
         rate_limit_per_sec: s.rate_limit_per_sec,
+        timeout_secs: s.timeout_secs,
+        max_concurrency: s.max_concurrency,
         enabled: s.enabled,
         metadata: s.metadata,
         created_at: rfc3339(r.created_at),
@@ -574,6 +601,12 @@ pub struct EndpointRuntime {
     pub enabled: bool,
     /// The current secret first, then previous ones still within their overlap.
     pub secrets: Vec<String>,
+    /// Per-attempt timeout.
+    pub timeout: std::time::Duration,
+    /// Attempts in flight at most, when limited.
+    pub max_concurrency: Option<u32>,
+    /// Deliveries per second at most, when limited.
+    pub rate_limit_per_sec: Option<f64>,
 }
 
 impl EndpointRuntime {
@@ -625,6 +658,9 @@ pub fn runtime(
         retry_policy: s.retry_policy,
         enabled: s.enabled,
         secrets: all,
+        timeout: std::time::Duration::from_secs(s.timeout_secs.unwrap_or(15)),
+        max_concurrency: s.max_concurrency,
+        rate_limit_per_sec: s.rate_limit_per_sec,
     })
 }
 
@@ -693,6 +729,9 @@ mod tests {
             retry_policy: None,
             enabled: true,
             secrets: vec![],
+            timeout: std::time::Duration::from_secs(15),
+            max_concurrency: None,
+            rate_limit_per_sec: None,
         };
         assert!(e.subscribes("anything"));
         e.event_types = vec!["invoice.*".into(), "user.created".into()];

@@ -188,7 +188,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let delivery = crate::delivery::DeliverySettings {
         allow_destination_cidrs: allow,
         concurrency: args.delivery_concurrency,
-        ..Default::default()
     };
     let state = server::state_with(
         store,

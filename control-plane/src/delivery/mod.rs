@@ -38,8 +38,6 @@ pub struct DeliverySettings {
     pub allow_destination_cidrs: Vec<Cidr>,
     /// Attempts in flight at most.
     pub concurrency: usize,
-    /// Per-attempt timeout.
-    pub timeout: Duration,
 }
 
 impl Default for DeliverySettings {
@@ -47,7 +45,6 @@ impl Default for DeliverySettings {
         DeliverySettings {
             allow_destination_cidrs: Vec::new(),
             concurrency: 256,
-            timeout: Duration::from_secs(15),
         }
     }
 }
@@ -70,9 +67,12 @@ pub struct Engine {
     pub endpoints: Arc<EndpointCache>,
     sender: send::Sender,
     permits: Arc<Semaphore>,
-    timeout: Duration,
     wake: Notify,
     committer: mpsc::Sender<publish::Batch>,
+    /// Per-endpoint concurrency: the semaphore and the limit it was made for.
+    in_flight: std::sync::Mutex<std::collections::HashMap<String, (Arc<Semaphore>, u32)>>,
+    /// Per-endpoint token buckets (the filter crate's arithmetic).
+    buckets: std::sync::Mutex<hookmesh_filter::ratelimit::LocalRateLimitStore>,
 }
 
 impl Engine {
@@ -105,14 +105,48 @@ impl Engine {
                 settings.concurrency,
             )?,
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
-            timeout: settings.timeout,
             wake: Notify::new(),
             committer: commit_tx,
+            in_flight: std::sync::Mutex::default(),
+            buckets: std::sync::Mutex::default(),
         });
         tokio::spawn(publish::commit(engine.clone(), commit_rx));
         tokio::spawn(worker::write(engine.clone(), done_rx));
         tokio::spawn(worker::dispatch(engine.clone(), done_tx));
         Ok(engine)
+    }
+
+    /// A slot for one attempt to an endpoint with a concurrency limit, if one is free.
+    fn endpoint_slot(
+        &self,
+        endpoint: &str,
+        limit: u32,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let sem = {
+            let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = map
+                .entry(endpoint.to_owned())
+                .or_insert_with(|| (Arc::new(Semaphore::new(limit as usize)), limit));
+            if entry.1 != limit {
+                // The limit changed: new attempts count against a fresh semaphore.
+                *entry = (Arc::new(Semaphore::new(limit as usize)), limit);
+            }
+            entry.0.clone()
+        };
+        sem.try_acquire_owned().ok()
+    }
+
+    /// Takes a token for an endpoint with a rate limit; the wait in ms when there is none.
+    fn endpoint_token(&self, endpoint: &str, rate: f64, now_ms: i64) -> Result<(), i64> {
+        use hookmesh_filter::ratelimit::{RateLimitStore, TokenBucket};
+        let burst = rate.ceil().clamp(1.0, 1_000_000.0) as u32;
+        let Ok(bucket) = TokenBucket::new(rate, burst) else {
+            return Ok(());
+        };
+        let mut store = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        store
+            .take(endpoint, &bucket, (now_ms.max(0) as u64) * 1_000_000)
+            .map_err(|_| ((1000.0 / rate).ceil() as i64).max(10))
     }
 
     /// Wakes the dispatcher (a delivery became due now).

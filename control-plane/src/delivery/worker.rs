@@ -24,6 +24,8 @@ const CLAIM_BATCH: usize = 256;
 const WRITE_BATCH: usize = 512;
 
 pub(super) async fn dispatch(engine: Arc<Engine>, done: mpsc::Sender<Completion>) {
+    // When the earliest deferred delivery falls due (unix ms).
+    let mut soonest: Option<i64> = None;
     loop {
         let free = engine.permits.available_permits();
         if free == 0 {
@@ -45,9 +47,11 @@ pub(super) async fn dispatch(engine: Arc<Engine>, done: mpsc::Sender<Completion>
             }
         };
         if claimed.is_empty() {
+            // Idle: wake on a publish, when a deferred delivery falls due, or after 250 ms.
+            let idle = soonest.take().map_or(250, |at| (at - now).clamp(1, 250));
             tokio::select! {
                 _ = engine.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(idle as u64)) => {}
             }
             continue;
         }
@@ -68,7 +72,29 @@ pub(super) async fn dispatch(engine: Arc<Engine>, done: mpsc::Sender<Completion>
                 continue;
             }
         };
+        let mut deferred = Vec::new();
         for d in claimed {
+            // Per-endpoint limits: a delivery that would exceed them goes back, due shortly,
+            // without counting as an attempt and without holding a global slot.
+            let mut slot = None;
+            if let Some(ep) = engine.endpoints.get(&d.endpoint_id) {
+                // The slot first: a delivery deferred for concurrency must not spend a token.
+                if let Some(limit) = ep.max_concurrency {
+                    match engine.endpoint_slot(&ep.id, limit) {
+                        Some(s) => slot = Some(s),
+                        None => {
+                            deferred.push((d.id, now + 20));
+                            continue;
+                        }
+                    }
+                }
+                if let Some(rate) = ep.rate_limit_per_sec {
+                    if let Err(wait) = engine.endpoint_token(&ep.id, rate, now) {
+                        deferred.push((d.id, now + wait));
+                        continue;
+                    }
+                }
+            }
             let Ok(permit) = engine.permits.clone().acquire_owned().await else {
                 return;
             };
@@ -80,8 +106,14 @@ pub(super) async fn dispatch(engine: Arc<Engine>, done: mpsc::Sender<Completion>
             tokio::spawn(async move {
                 let completion = attempt(&engine, d, event).await;
                 let _ = done.send(completion).await;
-                drop(permit);
+                drop((permit, slot));
             });
+        }
+        if !deferred.is_empty() {
+            soonest = deferred.iter().map(|(_, at)| *at).min();
+            if let Err(e) = engine.store.defer_deliveries(&deferred, now).await {
+                tracing::warn!(error = %e, "deferring deliveries failed; their leases will expire");
+            }
         }
     }
 }
@@ -175,7 +207,12 @@ async fn attempt(engine: &Engine, d: DeliveryRow, event: Option<Arc<Loaded>>) ->
     row.request_headers = mask_headers(&headers);
     let out: Outcome = engine
         .sender
-        .post(&endpoint.url, &headers, event.body.clone(), engine.timeout)
+        .post(
+            &endpoint.url,
+            &headers,
+            event.body.clone(),
+            endpoint.timeout,
+        )
         .await;
     row.duration_ms = out.duration.as_millis() as i64;
     row.status_code = out.status.map(i64::from);

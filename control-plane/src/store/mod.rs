@@ -379,6 +379,13 @@ pub trait Store: Send + Sync + 'static {
     /// Makes every leased delivery pending again; returns how many. Only for a store owned by one
     /// process (SQLite), at start-up: the leases are then stale by definition.
     async fn release_leases(&self, now: i64) -> Result<u64, StoreError>;
+    /// Puts leased deliveries back, due at the given times, without counting an attempt (an
+    /// endpoint at its concurrency or rate limit).
+    async fn defer_deliveries(
+        &self,
+        deferred: &[(String, i64)],
+        now: i64,
+    ) -> Result<(), StoreError>;
     /// Events by id.
     async fn events_by_id(&self, ids: &[String]) -> Result<Vec<EventRow>, StoreError>;
     /// Records attempts and outcomes in one transaction.

@@ -394,6 +394,20 @@ macro_rules! sql_store {
                 Ok(done.rows_affected())
             }
 
+            async fn defer_deliveries(&self, deferred: &[(String, i64)], now: i64) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                for (id, at) in deferred {
+                    sqlx::query("UPDATE deliveries SET status = 'pending', next_attempt_at = $1, lease_until = NULL, updated_at = $2 WHERE id = $3")
+                        .bind(at)
+                        .bind(now)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn events_by_id(&self, ids: &[String]) -> Result<Vec<EventRow>, StoreError> {
                 if ids.is_empty() {
                     return Ok(Vec::new());

@@ -389,3 +389,107 @@ async fn internal_destinations_are_refused_by_default() {
         "nothing reached the loopback receiver"
     );
 }
+
+both!(per_endpoint_timeout_concurrency_and_rate_limit);
+
+async fn per_endpoint_timeout_concurrency_and_rate_limit(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let r = app.post("/v1/endpoints", ADMIN, json!({"tenant_id": t, "url": "https://example.com", "timeout_secs": 0, "max_concurrency": 0})).await.expect(422);
+    assert_eq!(r.fields(), ["timeout_secs", "max_concurrency"]);
+
+    // A receiver slower than the endpoint's timeout: the attempt times out and is retried.
+    let slow = Receiver::start();
+    slow.set_delay(Duration::from_secs(3));
+    endpoint(
+        &app,
+        &t,
+        json!({"url": slow.url("/"), "event_types": ["slow"], "timeout_secs": 1}),
+    )
+    .await;
+    let e = app
+        .post(
+            "/v1/events",
+            ADMIN,
+            json!({"tenant_id": t, "event_type": "slow", "payload": {}}),
+        )
+        .await
+        .expect(202);
+    let d = only_delivery(&app, e.json["id"].as_str().unwrap()).await;
+    let retried = wait_delivery(&app, &d, |d| d["attempts"] == 1).await;
+    assert_eq!(retried["status"], "pending");
+    let attempts = app
+        .get(&format!("/v1/deliveries/{d}/attempts"), ADMIN)
+        .await
+        .json;
+    assert_eq!(attempts[0]["error_class"], "timeout", "{attempts}");
+    assert!(attempts[0]["duration_ms"].as_i64().unwrap() < 2500);
+
+    // One attempt at a time to this endpoint, however many are due.
+    let serial = Receiver::start();
+    serial.set_delay(Duration::from_millis(150));
+    endpoint(
+        &app,
+        &t,
+        json!({"url": serial.url("/"), "event_types": ["serial"], "max_concurrency": 1}),
+    )
+    .await;
+    for i in 0..4 {
+        app.post(
+            "/v1/events",
+            ADMIN,
+            json!({"tenant_id": t, "event_type": "serial", "payload": {"i": i}}),
+        )
+        .await
+        .expect(202);
+    }
+    let start = Instant::now();
+    while serial.received().len() < 4 {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "only {} arrived",
+            serial.received().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(serial.max_in_flight(), 1);
+
+    // Two per second: four deliveries take at least a second.
+    let limited = Receiver::start();
+    endpoint(
+        &app,
+        &t,
+        json!({"url": limited.url("/"), "event_types": ["limited"], "rate_limit_per_sec": 2.0}),
+    )
+    .await;
+    let start = Instant::now();
+    for i in 0..4 {
+        app.post(
+            "/v1/events",
+            ADMIN,
+            json!({"tenant_id": t, "event_type": "limited", "payload": {"i": i}}),
+        )
+        .await
+        .expect(202);
+    }
+    while limited.received().len() < 4 {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "only {} arrived",
+            limited.received().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(950),
+        "4 deliveries at 2/s arrived in {:?}",
+        start.elapsed()
+    );
+    let attempts_total: i64 = app.get("/v1/deliveries?limit=1000", ADMIN).await.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["status"] == "succeeded")
+        .map(|d| d["attempts"].as_i64().unwrap())
+        .sum();
+    assert_eq!(attempts_total, 8, "deferrals for limits are not attempts");
+}
