@@ -612,6 +612,15 @@ pub struct EndpointRuntime {
 impl EndpointRuntime {
     /// Whether the endpoint subscribes to `event_type`.
     pub fn subscribes(&self, event_type: &str) -> bool {
+        // Operational events (`hookmesh.…`) go only to endpoints that name them.
+        if event_type.starts_with("hookmesh.") {
+            return self.event_types.iter().any(|p| {
+                p == event_type
+                    || p.strip_suffix('*').is_some_and(|prefix| {
+                        prefix.starts_with("hookmesh.") && event_type.starts_with(prefix)
+                    })
+            });
+        }
         self.event_types.is_empty()
             || self.event_types.iter().any(|p| {
                 p == "*"

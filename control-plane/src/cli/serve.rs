@@ -72,6 +72,14 @@ pub struct ServeArgs {
     /// comma-separated CIDRs; by default such destinations are refused.
     #[arg(long, env = "HOOKMESH_ALLOW_DESTINATION_CIDRS", value_delimiter = ',')]
     pub allow_destination_cidrs: Vec<String>,
+    /// Disable an endpoint after it has failed continuously for this many hours (an operational
+    /// event `hookmesh.endpoint.disabled` tells whoever subscribes to it).
+    #[arg(
+        long,
+        env = "HOOKMESH_DISABLE_FAILING_ENDPOINTS_AFTER_HOURS",
+        default_value_t = 120
+    )]
+    pub disable_failing_endpoints_after_hours: u64,
     /// Delivery attempts in flight at most.
     #[arg(long, env = "HOOKMESH_DELIVERY_CONCURRENCY", default_value_t = 256)]
     pub delivery_concurrency: usize,
@@ -188,6 +196,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let delivery = crate::delivery::DeliverySettings {
         allow_destination_cidrs: allow,
         concurrency: args.delivery_concurrency,
+        disable_after: std::time::Duration::from_secs(
+            args.disable_failing_endpoints_after_hours
+                .saturating_mul(3600),
+        ),
+        ..Default::default()
     };
     let state = server::state_with(
         store,

@@ -14,6 +14,7 @@
 //! - `publish`: fan-out and group commit.
 //! - `endpoints`: the decrypted endpoint cache.
 
+pub mod breaker;
 mod endpoints;
 mod publish;
 pub mod retry;
@@ -38,6 +39,12 @@ pub struct DeliverySettings {
     pub allow_destination_cidrs: Vec<Cidr>,
     /// Attempts in flight at most.
     pub concurrency: usize,
+    /// Consecutive failures that open an endpoint's circuit.
+    pub breaker_threshold: u32,
+    /// First cooldown of an open circuit (doubling on each failed probe, at most 10 min).
+    pub breaker_cooldown: Duration,
+    /// An endpoint failing continuously this long is disabled.
+    pub disable_after: Duration,
 }
 
 impl Default for DeliverySettings {
@@ -45,6 +52,9 @@ impl Default for DeliverySettings {
         DeliverySettings {
             allow_destination_cidrs: Vec::new(),
             concurrency: 256,
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(30),
+            disable_after: Duration::from_secs(5 * 24 * 3600),
         }
     }
 }
@@ -73,6 +83,11 @@ pub struct Engine {
     in_flight: std::sync::Mutex<std::collections::HashMap<String, (Arc<Semaphore>, u32)>>,
     /// Per-endpoint token buckets (the filter crate's arithmetic).
     buckets: std::sync::Mutex<hookmesh_filter::ratelimit::LocalRateLimitStore>,
+    /// Per-endpoint circuit breakers (per process).
+    breakers: std::sync::Mutex<std::collections::HashMap<String, breaker::Breaker>>,
+    breaker_threshold: u32,
+    breaker_cooldown_ms: i64,
+    disable_after_ms: i64,
 }
 
 impl Engine {
@@ -109,6 +124,10 @@ impl Engine {
             committer: commit_tx,
             in_flight: std::sync::Mutex::default(),
             buckets: std::sync::Mutex::default(),
+            breakers: std::sync::Mutex::default(),
+            breaker_threshold: settings.breaker_threshold.max(1),
+            breaker_cooldown_ms: settings.breaker_cooldown.as_millis() as i64,
+            disable_after_ms: settings.disable_after.as_millis() as i64,
         });
         tokio::spawn(publish::commit(engine.clone(), commit_rx));
         tokio::spawn(worker::write(engine.clone(), done_rx));
@@ -147,6 +166,87 @@ impl Engine {
         store
             .take(endpoint, &bucket, (now_ms.max(0) as u64) * 1_000_000)
             .map_err(|_| ((1000.0 / rate).ceil() as i64).max(10))
+    }
+
+    /// Whether a delivery to an endpoint may be attempted now (its circuit breaker).
+    fn breaker_gate(&self, endpoint: &str, now: i64) -> breaker::Gate {
+        let mut map = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        map.get_mut(endpoint)
+            .map_or(breaker::Gate::Pass, |b| b.gate(now))
+    }
+
+    /// Feeds an attempt's outcome to the endpoint's breaker; announces transitions and disables
+    /// an endpoint that has failed continuously for too long.
+    async fn observe(&self, endpoint_id: &str, c: &crate::store::Completion) {
+        let ok = c.status == "succeeded";
+        // Only the endpoint's own failures count, not a missing event or a refused signature.
+        let failed = matches!(
+            c.attempt.error_class.as_deref(),
+            Some("status" | "timeout" | "connect" | "request" | "refused_destination")
+        );
+        if !ok && !failed {
+            return;
+        }
+        let now = crate::ids::now_ms();
+        let (transition, failing_since) = {
+            let mut map = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+            if ok && !map.contains_key(endpoint_id) {
+                return;
+            }
+            let b = map.entry(endpoint_id.to_owned()).or_default();
+            (
+                b.record(ok, now, self.breaker_threshold, self.breaker_cooldown_ms),
+                b.failing_since,
+            )
+        };
+        let Some(ep) = self.endpoints.get(endpoint_id) else {
+            return;
+        };
+        match transition {
+            Some(breaker::Transition::Opened) => {
+                self.operational(&ep, "hookmesh.endpoint.circuit_opened", now)
+                    .await
+            }
+            Some(breaker::Transition::Closed) => {
+                self.operational(&ep, "hookmesh.endpoint.circuit_closed", now)
+                    .await
+            }
+            None => {}
+        }
+        if failing_since.is_some_and(|since| now - since >= self.disable_after_ms) && ep.enabled {
+            let reason = format!(
+                "failing continuously for over {} s",
+                self.disable_after_ms / 1000
+            );
+            if let Err(e) = crate::api::disable_endpoint(&*self.store, &ep.id, &reason).await {
+                tracing::warn!(endpoint = %ep.id, error = %e, "could not disable the endpoint");
+                return;
+            }
+            self.breakers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(endpoint_id);
+            let _ = self.endpoints.refresh().await;
+            self.operational(&ep, "hookmesh.endpoint.disabled", now)
+                .await;
+        }
+    }
+
+    /// Publishes an operational event to the tenant's endpoints subscribed to it by name.
+    async fn operational(&self, ep: &crate::api::EndpointRuntime, event_type: &str, now: i64) {
+        tracing::warn!(endpoint = %ep.id, event = event_type, "endpoint health changed");
+        let payload = serde_json::json!({"type": event_type, "endpoint_id": ep.id, "url": ep.url, "at": crate::ids::rfc3339(now)});
+        let req = PublishRequest {
+            tenant_id: ep.tenant_id.clone(),
+            event_type: event_type.to_owned(),
+            payload,
+            dedup_key: None,
+            deliver_at: None,
+            priority: 1,
+        };
+        if let Err(e) = self.publish(vec![req]).await {
+            tracing::error!(error = %e, "could not publish an operational event");
+        }
     }
 
     /// Wakes the dispatcher (a delivery became due now).

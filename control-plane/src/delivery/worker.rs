@@ -78,6 +78,10 @@ pub(super) async fn dispatch(engine: Arc<Engine>, done: mpsc::Sender<Completion>
             // without counting as an attempt and without holding a global slot.
             let mut slot = None;
             if let Some(ep) = engine.endpoints.get(&d.endpoint_id) {
+                if let super::breaker::Gate::Wait(until) = engine.breaker_gate(&ep.id, now) {
+                    deferred.push((d.id, until));
+                    continue;
+                }
                 // The slot first: a delivery deferred for concurrency must not spend a token.
                 if let Some(limit) = ep.max_concurrency {
                     match engine.endpoint_slot(&ep.id, limit) {
@@ -104,7 +108,9 @@ pub(super) async fn dispatch(engine: Arc<Engine>, done: mpsc::Sender<Completion>
                 events.get(&d.event_id).cloned(),
             );
             tokio::spawn(async move {
+                let endpoint = d.endpoint_id.clone();
                 let completion = attempt(&engine, d, event).await;
+                engine.observe(&endpoint, &completion).await;
                 let _ = done.send(completion).await;
                 drop((permit, slot));
             });

@@ -484,12 +484,187 @@ async fn per_endpoint_timeout_concurrency_and_rate_limit(app: TestApp) {
         "4 deliveries at 2/s arrived in {:?}",
         start.elapsed()
     );
-    let attempts_total: i64 = app.get("/v1/deliveries?limit=1000", ADMIN).await.json["data"]
+    // The receiver counts a request before its outcome is recorded: wait for all eight.
+    let start = Instant::now();
+    let succeeded = loop {
+        let all = app
+            .get("/v1/deliveries?limit=1000&status=succeeded", ADMIN)
+            .await
+            .json;
+        let done: Vec<i64> = all["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["attempts"].as_i64().unwrap())
+            .collect();
+        if done.len() == 8 {
+            break done;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{} of 8 deliveries succeeded",
+            done.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        succeeded.iter().all(|a| *a == 1),
+        "deferrals for limits are not attempts: {succeeded:?}"
+    );
+}
+
+fn fast_breaker(disable_after: Duration, threshold: u32) -> hookmesh::delivery::DeliverySettings {
+    hookmesh::delivery::DeliverySettings {
+        allow_destination_cidrs: vec!["127.0.0.0/8".parse().unwrap()],
+        breaker_threshold: threshold,
+        breaker_cooldown: Duration::from_secs(1),
+        disable_after,
+        ..Default::default()
+    }
+}
+
+async fn wait_received(rx: &Receiver, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = rx
+            .received()
+            .iter()
+            .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap_or(Value::Null))
+            .find(|v| pred(v))
+        {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "never received: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_endpoint_opens_its_circuit_and_a_probe_closes_it() {
+    let app = TestApp::sqlite_with(fast_breaker(Duration::from_secs(3600), 3)).await;
+    let t = app.tenant("acme").await;
+    let (ops, catch_all, failing) = (Receiver::start(), Receiver::start(), Receiver::start());
+    endpoint(
+        &app,
+        &t,
+        json!({"url": ops.url("/ops"), "event_types": ["hookmesh.endpoint.*"]}),
+    )
+    .await;
+    endpoint(&app, &t, json!({"url": catch_all.url("/all")})).await;
+    failing.set_status(500);
+    let f = endpoint(&app, &t, json!({"url": failing.url("/"), "event_types": ["work"], "retry_policy": {"type": "schedule", "delays_secs": [0, 0, 0, 0, 0, 0, 0, 0]}})).await;
+    let e = app
+        .post(
+            "/v1/events",
+            ADMIN,
+            json!({"tenant_id": t, "event_type": "work", "payload": {}}),
+        )
+        .await
+        .expect(202);
+    let list = app
+        .get(
+            &format!(
+                "/v1/deliveries?event_id={}&endpoint_id={f}",
+                e.json["id"].as_str().unwrap()
+            ),
+            ADMIN,
+        )
+        .await
+        .json;
+    let d = list["data"][0]["id"].as_str().unwrap().to_owned();
+
+    let opened = wait_received(&ops, "circuit_opened", |v| {
+        v["type"] == "hookmesh.endpoint.circuit_opened"
+    })
+    .await;
+    assert_eq!(opened["endpoint_id"], f.as_str());
+    wait_delivery(&app, &d, |d| d["attempts"] == 3).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let open = app.get(&format!("/v1/deliveries/{d}"), ADMIN).await.json;
+    assert_eq!(open["attempts"], 3, "no attempts while the circuit is open");
+    failing.set_status(200);
+    let ok = wait_delivery(&app, &d, |d| d["status"] == "succeeded").await;
+    assert_eq!(
+        ok["attempts"], 4,
+        "three failures, then one successful probe"
+    );
+    let attempts = app
+        .get(&format!("/v1/deliveries/{d}/attempts"), ADMIN)
+        .await
+        .json;
+    let at = |i: usize| {
+        hookmesh::ids::parse_rfc3339(attempts[i]["started_at"].as_str().unwrap()).unwrap()
+    };
+    assert!(
+        at(3) - at(2) >= 900,
+        "the probe waited for the cooldown ({} ms)",
+        at(3) - at(2)
+    );
+    wait_received(&ops, "circuit_closed", |v| {
+        v["type"] == "hookmesh.endpoint.circuit_closed"
+    })
+    .await;
+    // A catch-all subscription does not get operational events.
+    assert_eq!(
+        catch_all.received().len(),
+        1,
+        "{:?}",
+        catch_all
+            .received()
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_failing_for_too_long_is_disabled_with_an_operational_event() {
+    let app = TestApp::sqlite_with(fast_breaker(Duration::from_millis(500), 100)).await;
+    let t = app.tenant("acme").await;
+    let (ops, failing) = (Receiver::start(), Receiver::start());
+    endpoint(
+        &app,
+        &t,
+        json!({"url": ops.url("/ops"), "event_types": ["hookmesh.endpoint.disabled"]}),
+    )
+    .await;
+    failing.set_status(503);
+    let f = endpoint(&app, &t, json!({"url": failing.url("/"), "event_types": ["work"], "retry_policy": {"type": "schedule", "delays_secs": [0, 1, 1, 1]}})).await;
+    app.post(
+        "/v1/events",
+        ADMIN,
+        json!({"tenant_id": t, "event_type": "work", "payload": {}}),
+    )
+    .await
+    .expect(202);
+    let disabled = wait_received(&ops, "disabled", |v| {
+        v["type"] == "hookmesh.endpoint.disabled"
+    })
+    .await;
+    assert_eq!(disabled["endpoint_id"], f.as_str());
+    assert_eq!(
+        app.get(&format!("/v1/endpoints/{f}"), ADMIN).await.json["enabled"],
+        false
+    );
+    let audit = app
+        .get(&format!("/v1/audit_log?resource_id={f}"), ADMIN)
+        .await
+        .json;
+    let entry = audit["data"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|d| d["status"] == "succeeded")
-        .map(|d| d["attempts"].as_i64().unwrap())
-        .sum();
-    assert_eq!(attempts_total, 8, "deferrals for limits are not attempts");
+        .find(|e| e["action"] == "disable")
+        .cloned()
+        .unwrap();
+    assert!(
+        entry["diff"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("failing continuously"),
+        "{entry}"
+    );
 }

@@ -109,6 +109,15 @@ impl TestApp {
         TestApp::build_with(store, dir, pg, delivery).await
     }
 
+    /// A SQLite app with the given delivery settings.
+    pub async fn sqlite_with(delivery: hookmesh::delivery::DeliverySettings) -> TestApp {
+        let dir = std::env::temp_dir().join(hookmesh::ids::new_id("hookmesh-api"));
+        let store = server::open_store(&server::default_database_url(&dir), &dir)
+            .await
+            .unwrap();
+        TestApp::build_with(store, dir, None, delivery).await
+    }
+
     /// A SQLite app whose deliveries refuse internal destinations (the production default).
     pub async fn sqlite_strict() -> TestApp {
         let dir = std::env::temp_dir().join(hookmesh::ids::new_id("hookmesh-api"));
