@@ -15,6 +15,7 @@ mod events;
 pub mod extract;
 mod health;
 mod idempotency;
+mod jobs;
 mod keys;
 mod resource;
 mod sources;
@@ -106,6 +107,7 @@ fn v1() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(audit::routes())
         .merge(envoys::routes())
         .merge(events::routes())
+        .merge(jobs::routes())
         .split_for_parts()
 }
 

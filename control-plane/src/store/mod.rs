@@ -25,6 +25,8 @@ pub enum Kind {
     EventType,
     /// An API key (`unique_key` is the key's hash).
     ApiKey,
+    /// A background job (bulk replay).
+    Job,
 }
 
 impl Kind {
@@ -36,6 +38,7 @@ impl Kind {
             Kind::Endpoint => "endpoint",
             Kind::EventType => "event_type",
             Kind::ApiKey => "api_key",
+            Kind::Job => "job",
         }
     }
 }
@@ -252,6 +255,23 @@ pub struct Completion {
     pub last_error: Option<String>,
 }
 
+/// Which deliveries a bulk replay requeues.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ReplayFilter {
+    /// Tenant (none: every tenant, global keys only).
+    pub tenant_id: Option<String>,
+    /// Endpoint.
+    pub endpoint_id: Option<String>,
+    /// Status (`dead`, `succeeded`, `pending`); leased deliveries are never touched.
+    pub status: Option<String>,
+    /// Event type of the delivered event.
+    pub event_type: Option<String>,
+    /// Created at or after (unix ms).
+    pub since: Option<i64>,
+    /// Created before (unix ms).
+    pub until: Option<i64>,
+}
+
 /// Delivery filters.
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryQuery {
@@ -386,6 +406,15 @@ pub trait Store: Send + Sync + 'static {
         deferred: &[(String, i64)],
         now: i64,
     ) -> Result<(), StoreError>;
+    /// Ids of deliveries matching a replay filter, after `after`, in id order.
+    async fn find_deliveries(
+        &self,
+        f: &ReplayFilter,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Makes deliveries due now (not those in flight); returns how many.
+    async fn requeue_deliveries(&self, ids: &[String], now: i64) -> Result<u64, StoreError>;
     /// Events by id.
     async fn events_by_id(&self, ids: &[String]) -> Result<Vec<EventRow>, StoreError>;
     /// Records attempts and outcomes in one transaction.

@@ -3,8 +3,8 @@
 use super::sql::{parse_kind, sql_store, DbTypes};
 use super::{
     AttemptRow, AuditEntry, AuditQuery, Completion, DeliveryQuery, DeliveryRow, EventRow,
-    IdempotentResponse, Kind, ListQuery, NewEvent, Reservation, Resource, Store, StoreError,
-    Stored,
+    IdempotentResponse, Kind, ListQuery, NewEvent, ReplayFilter, Reservation, Resource, Store,
+    StoreError, Stored,
 };
 use sqlx::postgres::PgPoolOptions;
 use std::time::Duration;

@@ -408,6 +408,48 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn find_deliveries(&self, f: &ReplayFilter, after: Option<&str>, limit: i64) -> Result<Vec<String>, StoreError> {
+                use sqlx::Row as _;
+                let rows = sqlx::query(
+                    "SELECT id FROM deliveries WHERE status <> 'leased' \
+                     AND (CAST($1 AS TEXT) IS NULL OR tenant_id = $1) \
+                     AND (CAST($2 AS TEXT) IS NULL OR endpoint_id = $2) \
+                     AND (CAST($3 AS TEXT) IS NULL OR status = $3) \
+                     AND (CAST($4 AS TEXT) IS NULL OR event_id IN (SELECT id FROM events WHERE event_type = $4)) \
+                     AND (CAST($5 AS BIGINT) IS NULL OR created_at >= $5) \
+                     AND (CAST($6 AS BIGINT) IS NULL OR created_at < $6) \
+                     AND (CAST($7 AS TEXT) IS NULL OR id > $7) ORDER BY id LIMIT $8",
+                )
+                .bind(&f.tenant_id)
+                .bind(&f.endpoint_id)
+                .bind(&f.status)
+                .bind(&f.event_type)
+                .bind(f.since)
+                .bind(f.until)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(|r| r.try_get::<String, _>("id").map_err(StoreError::from)).collect()
+            }
+
+            async fn requeue_deliveries(&self, ids: &[String], now: i64) -> Result<u64, StoreError> {
+                if ids.is_empty() {
+                    return Ok(0);
+                }
+                let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new("UPDATE deliveries SET status = 'pending', next_attempt_at = ");
+                q.push_bind(now);
+                q.push(", updated_at = ");
+                q.push_bind(now);
+                q.push(" WHERE status <> 'leased' AND id IN (");
+                let mut list = q.separated(", ");
+                for id in ids {
+                    list.push_bind(id);
+                }
+                q.push(")");
+                Ok(q.build().execute(&self.pool).await?.rows_affected())
+            }
+
             async fn events_by_id(&self, ids: &[String]) -> Result<Vec<EventRow>, StoreError> {
                 if ids.is_empty() {
                     return Ok(Vec::new());
@@ -550,6 +592,7 @@ pub(super) fn parse_kind(s: &str) -> Result<super::Kind, super::StoreError> {
         "endpoint" => Kind::Endpoint,
         "event_type" => Kind::EventType,
         "api_key" => Kind::ApiKey,
+        "job" => Kind::Job,
         other => {
             return Err(super::StoreError::Corrupt(format!(
                 "unknown kind `{other}`"

@@ -668,3 +668,103 @@ async fn an_endpoint_failing_for_too_long_is_disabled_with_an_operational_event(
         "{entry}"
     );
 }
+
+both!(bulk_replay_requeues_dead_letters_as_a_job);
+
+async fn bulk_replay_requeues_dead_letters_as_a_job(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let (broken, healthy) = (Receiver::start(), Receiver::start());
+    broken.set_status(500);
+    let ep = endpoint(&app, &t, json!({"url": broken.url("/"), "event_types": ["work"], "retry_policy": {"type": "schedule", "delays_secs": [0]}})).await;
+    let other = endpoint(
+        &app,
+        &t,
+        json!({"url": healthy.url("/"), "event_types": ["work"]}),
+    )
+    .await;
+    // Two events, two attempts each: four failures, under the breaker's threshold of five.
+    for i in 0..2 {
+        app.post(
+            "/v1/events",
+            ADMIN,
+            json!({"tenant_id": t, "event_type": "work", "payload": {"i": i}}),
+        )
+        .await
+        .expect(202);
+    }
+    let count = |status: &'static str, ep: String| {
+        let app = &app;
+        async move {
+            app.get(
+                &format!("/v1/deliveries?endpoint_id={ep}&status={status}&limit=100"),
+                ADMIN,
+            )
+            .await
+            .json["data"]
+                .as_array()
+                .unwrap()
+                .len()
+        }
+    };
+    let start = Instant::now();
+    while count("dead", ep.clone()).await < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the deliveries never dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = app
+        .post(
+            "/v1/deliveries/replay",
+            ADMIN,
+            json!({"tenant_id": t, "status": "leased"}),
+        )
+        .await
+        .expect(422);
+    assert_eq!(r.fields(), ["status"]);
+
+    broken.set_status(200);
+    let job = app
+        .post(
+            "/v1/deliveries/replay",
+            ADMIN,
+            json!({"tenant_id": t, "endpoint_id": ep, "status": "dead"}),
+        )
+        .await
+        .expect(202);
+    let id = job.json["id"].as_str().unwrap().to_owned();
+    assert_eq!(job.json["kind"], "replay");
+    let start = Instant::now();
+    let done = loop {
+        let j = app
+            .get(&format!("/v1/jobs/{id}"), ADMIN)
+            .await
+            .expect(200)
+            .json;
+        if j["status"] != "running" {
+            break j;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the job never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        (done["status"].as_str(), done["requeued"].as_u64()),
+        (Some("succeeded"), Some(2))
+    );
+    assert!(done["finished_at"].is_string());
+    let start = Instant::now();
+    while count("succeeded", ep.clone()).await < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "replayed deliveries did not succeed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The healthy endpoint's deliveries were not replayed.
+    assert_eq!(healthy.received().len(), 2);
+    assert_eq!(count("succeeded", other).await, 2);
+}
