@@ -75,6 +75,10 @@ pub struct EndpointInput {
     /// Attempts in flight to this endpoint at most, 1 to 10000 (default: no limit of its own).
     #[serde(default)]
     pub max_concurrency: Option<u32>,
+    /// FIFO: each event waits until the previous one to this endpoint succeeded or was
+    /// dead-lettered (one delivery in flight at a time).
+    #[serde(default)]
+    pub ordered: bool,
     /// Disabled endpoints receive nothing.
     #[serde(default = "enabled")]
     pub enabled: bool,
@@ -114,6 +118,8 @@ pub struct Endpoint {
     pub timeout_secs: Option<u64>,
     /// Attempts in flight to this endpoint at most.
     pub max_concurrency: Option<u32>,
+    /// FIFO delivery.
+    pub ordered: bool,
     /// Whether deliveries are made.
     pub enabled: bool,
     /// Free-form labels.
@@ -138,6 +144,8 @@ struct Stored {
     timeout_secs: Option<u64>,
     #[serde(default)]
     max_concurrency: Option<u32>,
+    #[serde(default)]
+    ordered: bool,
     enabled: bool,
     metadata: BTreeMap<String, String>,
 }
@@ -306,6 +314,7 @@ fn stored(input: EndpointInput) -> Stored {
         rate_limit_per_sec: input.rate_limit_per_sec,
         timeout_secs: input.timeout_secs,
         max_concurrency: input.max_concurrency,
+        ordered: input.ordered,
         enabled: input.enabled,
         metadata: input.metadata,
     }
@@ -324,6 +333,7 @@ fn view(r: &Resource) -> Result<Endpoint, ApiError> {
         rate_limit_per_sec: s.rate_limit_per_sec,
         timeout_secs: s.timeout_secs,
         max_concurrency: s.max_concurrency,
+        ordered: s.ordered,
         enabled: s.enabled,
         metadata: s.metadata,
         created_at: rfc3339(r.created_at),
@@ -607,6 +617,8 @@ pub struct EndpointRuntime {
     pub max_concurrency: Option<u32>,
     /// Deliveries per second at most, when limited.
     pub rate_limit_per_sec: Option<f64>,
+    /// FIFO delivery.
+    pub ordered: bool,
 }
 
 impl EndpointRuntime {
@@ -670,6 +682,7 @@ pub fn runtime(
         timeout: std::time::Duration::from_secs(s.timeout_secs.unwrap_or(15)),
         max_concurrency: s.max_concurrency,
         rate_limit_per_sec: s.rate_limit_per_sec,
+        ordered: s.ordered,
     })
 }
 
@@ -741,6 +754,7 @@ mod tests {
             timeout: std::time::Duration::from_secs(15),
             max_concurrency: None,
             rate_limit_per_sec: None,
+            ordered: false,
         };
         assert!(e.subscribes("anything"));
         e.event_types = vec!["invoice.*".into(), "user.created".into()];

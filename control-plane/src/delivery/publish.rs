@@ -98,7 +98,7 @@ impl Engine {
                     .endpoints
                     .subscribers(&r.tenant_id, &r.event_type)
                     .iter()
-                    .map(|e| (crate::ids::new_id("dlv"), e.id.clone()))
+                    .map(|e| (crate::ids::new_id("dlv"), e.id.clone(), e.ordered))
                     .collect();
                 NewEvent {
                     id: crate::ids::new_id("evt"),

@@ -158,8 +158,8 @@ pub struct NewEvent {
     pub dedup_key: Option<String>,
     /// Unix ms.
     pub created_at: i64,
-    /// Deliveries to create: (delivery id, endpoint id).
-    pub deliveries: Vec<(String, String)>,
+    /// Deliveries to create: (delivery id, endpoint id, whether the endpoint is FIFO).
+    pub deliveries: Vec<(String, String, bool)>,
     /// First attempt not before (unix ms).
     pub deliver_at: i64,
     /// Higher first.

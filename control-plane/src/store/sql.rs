@@ -356,12 +356,12 @@ macro_rules! sql_store {
                     });
                     q.build().execute(&mut *tx).await?;
                 }
-                let deliveries: Vec<(&NewEvent, &(String, String))> = fresh.iter().flat_map(|e| e.deliveries.iter().map(move |d| (*e, d))).collect();
+                let deliveries: Vec<(&NewEvent, &(String, String, bool))> = fresh.iter().flat_map(|e| e.deliveries.iter().map(move |d| (*e, d))).collect();
                 for chunk in deliveries.chunks(500) {
                     let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new(
-                        "INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, lease_until, priority, last_error, created_at, updated_at) ",
+                        "INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, lease_until, priority, last_error, created_at, updated_at, ordered) ",
                     );
-                    q.push_values(chunk, |mut row, (e, (delivery_id, endpoint_id))| {
+                    q.push_values(chunk, |mut row, (e, (delivery_id, endpoint_id, ordered))| {
                         row.push_bind(delivery_id)
                             .push_bind(&e.id)
                             .push_bind(endpoint_id)
@@ -373,7 +373,8 @@ macro_rules! sql_store {
                             .push_bind(e.priority)
                             .push_bind(None::<String>)
                             .push_bind(e.created_at)
-                            .push_bind(e.created_at);
+                            .push_bind(e.created_at)
+                            .push_bind(*ordered);
                     });
                     q.build().execute(&mut *tx).await?;
                 }

@@ -53,6 +53,7 @@ sql_store!(
     // SQLITE_BUSY_SNAPSHOT instead of waiting when another writer went first.
     "BEGIN IMMEDIATE",
     "UPDATE deliveries SET status = 'leased', lease_until = $1, updated_at = $2 WHERE id IN (\
-     SELECT id FROM deliveries WHERE (status = 'pending' AND next_attempt_at <= $2) OR (status = 'leased' AND lease_until < $2) \
-     ORDER BY priority DESC, next_attempt_at LIMIT $3) RETURNING *"
+     SELECT d.id FROM deliveries d WHERE ((d.status = 'pending' AND d.next_attempt_at <= $2) OR (d.status = 'leased' AND d.lease_until < $2)) \
+     AND (NOT d.ordered OR NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.endpoint_id = d.endpoint_id AND p.id < d.id AND p.status IN ('pending', 'leased'))) \
+     ORDER BY d.priority DESC, d.next_attempt_at LIMIT $3) RETURNING *"
 );

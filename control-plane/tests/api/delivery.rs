@@ -768,3 +768,47 @@ async fn bulk_replay_requeues_dead_letters_as_a_job(app: TestApp) {
     assert_eq!(healthy.received().len(), 2);
     assert_eq!(count("succeeded", other).await, 2);
 }
+
+both!(fifo_endpoints_deliver_in_order_through_retries);
+
+async fn fifo_endpoints_deliver_in_order_through_retries(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let rx = Receiver::start();
+    // The first attempt fails; its retry comes a second later. Later events must wait for it.
+    rx.respond_with(&[(503, &[])]);
+    endpoint(&app, &t, json!({"url": rx.url("/"), "ordered": true, "retry_policy": {"type": "schedule", "delays_secs": [1]}})).await;
+    for i in 0..3 {
+        app.post(
+            "/v1/events",
+            ADMIN,
+            json!({"tenant_id": t, "event_type": "step", "payload": {"i": i}}),
+        )
+        .await
+        .expect(202);
+    }
+    let start = Instant::now();
+    while rx.received().len() < 4 {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "only {} arrived",
+            rx.received().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let order: Vec<i64> = rx
+        .received()
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.body).unwrap()["i"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [0, 0, 1, 2],
+        "the retry of event 0 came before events 1 and 2"
+    );
+    assert_eq!(rx.max_in_flight(), 1);
+}
