@@ -79,6 +79,17 @@ pub struct EndpointInput {
     /// dead-lettered (one delivery in flight at a time).
     #[serde(default)]
     pub ordered: bool,
+    /// HTTP method: POST (default), PUT, PATCH, DELETE, or GET (the payload then travels in the
+    /// `payload` query parameter).
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Extra query parameters.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// `standard` (`webhook-*` headers, default) or `svix` (`svix-*`, for receivers using Svix's
+    /// libraries).
+    #[serde(default)]
+    pub header_style: Option<String>,
     /// Disabled endpoints receive nothing.
     #[serde(default = "enabled")]
     pub enabled: bool,
@@ -120,6 +131,12 @@ pub struct Endpoint {
     pub max_concurrency: Option<u32>,
     /// FIFO delivery.
     pub ordered: bool,
+    /// HTTP method.
+    pub method: Option<String>,
+    /// Extra query parameters.
+    pub query: BTreeMap<String, String>,
+    /// `standard` or `svix` header names.
+    pub header_style: Option<String>,
     /// Whether deliveries are made.
     pub enabled: bool,
     /// Free-form labels.
@@ -146,6 +163,12 @@ struct Stored {
     max_concurrency: Option<u32>,
     #[serde(default)]
     ordered: bool,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    query: BTreeMap<String, String>,
+    #[serde(default)]
+    header_style: Option<String>,
     enabled: bool,
     metadata: BTreeMap<String, String>,
 }
@@ -248,6 +271,20 @@ fn validate(input: &EndpointInput) -> Result<(), ApiError> {
     {
         bad("max_concurrency", "must be 1 to 10000");
     }
+    if input
+        .method
+        .as_deref()
+        .is_some_and(|m| !["POST", "PUT", "PATCH", "DELETE", "GET"].contains(&m))
+    {
+        bad("method", "one of POST, PUT, PATCH, DELETE, GET");
+    }
+    if input
+        .header_style
+        .as_deref()
+        .is_some_and(|h| h != "standard" && h != "svix")
+    {
+        bad("header_style", "standard or svix");
+    }
     match &input.retry_policy {
         Some(RetryPolicy::Exponential {
             initial_secs,
@@ -315,6 +352,9 @@ fn stored(input: EndpointInput) -> Stored {
         timeout_secs: input.timeout_secs,
         max_concurrency: input.max_concurrency,
         ordered: input.ordered,
+        method: input.method,
+        query: input.query,
+        header_style: input.header_style,
         enabled: input.enabled,
         metadata: input.metadata,
     }
@@ -334,6 +374,9 @@ fn view(r: &Resource) -> Result<Endpoint, ApiError> {
         timeout_secs: s.timeout_secs,
         max_concurrency: s.max_concurrency,
         ordered: s.ordered,
+        method: s.method,
+        query: s.query,
+        header_style: s.header_style,
         enabled: s.enabled,
         metadata: s.metadata,
         created_at: rfc3339(r.created_at),
@@ -619,6 +662,12 @@ pub struct EndpointRuntime {
     pub rate_limit_per_sec: Option<f64>,
     /// FIFO delivery.
     pub ordered: bool,
+    /// HTTP method.
+    pub method: String,
+    /// Extra query parameters.
+    pub query: BTreeMap<String, String>,
+    /// Sign with `svix-*` header names.
+    pub svix_headers: bool,
 }
 
 impl EndpointRuntime {
@@ -683,6 +732,9 @@ pub fn runtime(
         max_concurrency: s.max_concurrency,
         rate_limit_per_sec: s.rate_limit_per_sec,
         ordered: s.ordered,
+        method: s.method.unwrap_or_else(|| "POST".into()),
+        query: s.query,
+        svix_headers: s.header_style.as_deref() == Some("svix"),
     })
 }
 
@@ -755,6 +807,9 @@ mod tests {
             max_concurrency: None,
             rate_limit_per_sec: None,
             ordered: false,
+            method: "POST".into(),
+            query: BTreeMap::new(),
+            svix_headers: false,
         };
         assert!(e.subscribes("anything"));
         e.event_types = vec!["invoice.*".into(), "user.created".into()];

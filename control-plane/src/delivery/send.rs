@@ -120,22 +120,31 @@ impl Sender {
         Ok(Sender { client, guard })
     }
 
-    /// Sends one POST.
-    pub async fn post(
+    /// Sends one request: `method` to `url` plus `query` parameters.
+    pub async fn send(
         &self,
+        method: &str,
         url: &str,
+        query: &[(&str, &str)],
         headers: &[(String, String)],
         body: bytes::Bytes,
         timeout: Duration,
     ) -> Outcome {
         let start = Instant::now();
         let mut out = Outcome::default();
-        let parsed = match reqwest::Url::parse(url) {
+        let mut parsed = match reqwest::Url::parse(url) {
             Ok(u) => u,
             Err(e) => {
                 out.error = Some(("request", format!("bad URL: {e}")));
                 return out;
             }
+        };
+        if !query.is_empty() {
+            parsed.query_pairs_mut().extend_pairs(query);
+        }
+        let Ok(method) = reqwest::Method::from_bytes(method.as_bytes()) else {
+            out.error = Some(("request", format!("bad method {method}")));
+            return out;
         };
         // IP literals never reach the resolver.
         let literal = match parsed.host() {
@@ -152,7 +161,7 @@ impl Sender {
         }
         let mut req = self
             .client
-            .post(parsed)
+            .request(method, parsed)
             .timeout(timeout)
             .header("content-type", "application/json")
             .body(body);

@@ -14,7 +14,14 @@ pub fn headers(
     timestamp: i64,
     body: &[u8],
     secrets: &[String],
+    svix: bool,
 ) -> Result<Vec<(String, String)>, SignError> {
+    // The same scheme under Svix's header names, for receivers built on Svix's libraries.
+    let (scheme, prefix) = if svix {
+        (SchemeName::Svix, "svix")
+    } else {
+        (SchemeName::StandardWebhooks, "webhook")
+    };
     let mut signatures = Vec::with_capacity(secrets.len());
     let input = SignInput {
         body,
@@ -24,15 +31,18 @@ pub fn headers(
         method: "POST",
     };
     for secret in secrets {
-        let signed = sign(SchemeName::StandardWebhooks, secret, None, &input)?;
-        if let Some((_, sig)) = signed.into_iter().find(|(n, _)| n == "webhook-signature") {
+        let signed = sign(scheme, secret, None, &input)?;
+        if let Some((_, sig)) = signed
+            .into_iter()
+            .find(|(n, _)| *n == format!("{prefix}-signature"))
+        {
             signatures.push(sig);
         }
     }
     Ok(vec![
-        ("webhook-id".to_owned(), event_id.to_owned()),
-        ("webhook-timestamp".to_owned(), timestamp.to_string()),
-        ("webhook-signature".to_owned(), signatures.join(" ")),
+        (format!("{prefix}-id"), event_id.to_owned()),
+        (format!("{prefix}-timestamp"), timestamp.to_string()),
+        (format!("{prefix}-signature"), signatures.join(" ")),
     ])
 }
 
@@ -48,7 +58,14 @@ mod tests {
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
             "whsec_dGhpcyBpcyBhbm90aGVyIHNlY3JldCE=".to_owned(),
         );
-        let h = headers("evt_1", 1_700_000_000, b"{}", &[new.clone(), old.clone()]).unwrap();
+        let h = headers(
+            "evt_1",
+            1_700_000_000,
+            b"{}",
+            &[new.clone(), old.clone()],
+            false,
+        )
+        .unwrap();
         assert_eq!(h[2].1.matches("v1,").count(), 2);
         for secret in [old, new] {
             let v = Verifier::new(

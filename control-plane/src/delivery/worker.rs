@@ -204,19 +204,38 @@ async fn attempt(engine: &Engine, d: DeliveryRow, event: Option<Arc<Loaded>>) ->
     if !endpoint.enabled {
         return dead(row, "endpoint_disabled", "the endpoint is disabled".into());
     }
-    let mut headers =
-        match super::sign::headers(&event.row.id, now / 1000, &event.body, &endpoint.secrets) {
-            Ok(h) => h,
-            Err(e) => return dead(row, "signing", e.to_string()),
-        };
+    let mut headers = match super::sign::headers(
+        &event.row.id,
+        now / 1000,
+        &event.body,
+        &endpoint.secrets,
+        endpoint.svix_headers,
+    ) {
+        Ok(h) => h,
+        Err(e) => return dead(row, "signing", e.to_string()),
+    };
     headers.extend(endpoint.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
     row.request_headers = mask_headers(&headers);
+    // GET carries the payload in the query; the signature still covers the same payload bytes.
+    let mut query: Vec<(&str, &str)> = endpoint
+        .query
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let body = if endpoint.method == "GET" {
+        query.push(("payload", event.row.payload.as_str()));
+        bytes::Bytes::new()
+    } else {
+        event.body.clone()
+    };
     let out: Outcome = engine
         .sender
-        .post(
+        .send(
+            &endpoint.method,
             &endpoint.url,
+            &query,
             &headers,
-            event.body.clone(),
+            body,
             endpoint.timeout,
         )
         .await;

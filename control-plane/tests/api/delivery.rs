@@ -812,3 +812,122 @@ async fn fifo_endpoints_deliver_in_order_through_retries(app: TestApp) {
     );
     assert_eq!(rx.max_in_flight(), 1);
 }
+
+both!(methods_query_parameters_and_svix_header_names);
+
+async fn methods_query_parameters_and_svix_header_names(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let rx = Receiver::start();
+    let r = app
+        .post(
+            "/v1/endpoints",
+            ADMIN,
+            json!({"tenant_id": t, "url": rx.url("/"), "method": "TRACE", "header_style": "x"}),
+        )
+        .await
+        .expect(422);
+    assert_eq!(r.fields(), ["method", "header_style"]);
+    let put = endpoint(&app, &t, json!({"url": rx.url("/put"), "event_types": ["a"], "method": "PUT", "query": {"source": "hookmesh"}, "header_style": "svix"})).await;
+    let get = endpoint(
+        &app,
+        &t,
+        json!({"url": rx.url("/get"), "event_types": ["b"], "method": "GET"}),
+    )
+    .await;
+    app.post(
+        "/v1/events",
+        ADMIN,
+        json!({"tenant_id": t, "event_type": "a", "payload": {"x": 1}}),
+    )
+    .await
+    .expect(202);
+    app.post(
+        "/v1/events",
+        ADMIN,
+        json!({"tenant_id": t, "event_type": "b", "payload": {"y": 2}}),
+    )
+    .await
+    .expect(202);
+    let start = Instant::now();
+    while rx.received().len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "only {} arrived",
+            rx.received().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = rx.received();
+    let verify = |scheme: SchemeName, ep: &str, headers: &[(String, String)], body: &[u8]| {
+        let ep = ep.to_owned();
+        let headers = headers.to_vec();
+        let body = body.to_vec();
+        let app = &app;
+        async move {
+            let secret = app
+                .get(&format!("/v1/endpoints/{ep}/secret"), ADMIN)
+                .await
+                .json["key"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let v = Verifier::new(
+                &VerifyConfig {
+                    scheme,
+                    secrets: vec![Secret(secret)],
+                    tolerance_secs: None,
+                    allow_sha1: false,
+                    public_origin: None,
+                    generic: None,
+                },
+                "v",
+            )
+            .unwrap();
+            let headers = Headers::new(headers);
+            v.verify(
+                &SignedRequest {
+                    headers: &headers,
+                    body: &body,
+                    method: "POST",
+                    origin: None,
+                    path: "/",
+                },
+                hookmesh::ids::now_ms() / 1000,
+            )
+        }
+    };
+
+    let a = got
+        .iter()
+        .find(|r| r.method == "PUT")
+        .expect("the PUT delivery");
+    assert_eq!(a.path, "/put?source=hookmesh");
+    assert!(a.header_values("webhook-id").is_empty() && a.header_values("svix-id").len() == 1);
+    verify(SchemeName::Svix, &put, &a.headers, &a.body)
+        .await
+        .unwrap();
+
+    let b = got
+        .iter()
+        .find(|r| r.method == "GET")
+        .expect("the GET delivery");
+    assert!(b.body.is_empty());
+    let url = url::Url::parse(&format!("http://x{}", b.path)).unwrap();
+    let payload = url
+        .query_pairs()
+        .find(|(k, _)| k == "payload")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&payload).unwrap(),
+        json!({"y": 2})
+    );
+    verify(
+        SchemeName::StandardWebhooks,
+        &get,
+        &b.headers,
+        payload.as_bytes(),
+    )
+    .await
+    .unwrap();
+}
