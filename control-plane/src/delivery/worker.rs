@@ -145,6 +145,17 @@ pub(super) async fn write(engine: Arc<Engine>, mut rx: mpsc::Receiver<Completion
     }
 }
 
+fn gzip(body: &[u8]) -> bytes::Bytes {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 2 + 32),
+        flate2::Compression::fast(),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(body);
+    bytes::Bytes::from(enc.finish().unwrap_or_default())
+}
+
 fn mask_headers(headers: &[(String, String)]) -> String {
     let masked: serde_json::Map<String, serde_json::Value> = headers
         .iter()
@@ -215,7 +226,6 @@ async fn attempt(engine: &Engine, d: DeliveryRow, event: Option<Arc<Loaded>>) ->
         Err(e) => return dead(row, "signing", e.to_string()),
     };
     headers.extend(endpoint.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
-    row.request_headers = mask_headers(&headers);
     // GET carries the payload in the query; the signature still covers the same payload bytes.
     let mut query: Vec<(&str, &str)> = endpoint
         .query
@@ -225,9 +235,13 @@ async fn attempt(engine: &Engine, d: DeliveryRow, event: Option<Arc<Loaded>>) ->
     let body = if endpoint.method == "GET" {
         query.push(("payload", event.row.payload.as_str()));
         bytes::Bytes::new()
+    } else if endpoint.gzip {
+        headers.push(("content-encoding".to_owned(), "gzip".to_owned()));
+        gzip(&event.body)
     } else {
         event.body.clone()
     };
+    row.request_headers = mask_headers(&headers);
     let out: Outcome = engine
         .sender
         .send(

@@ -931,3 +931,79 @@ async fn methods_query_parameters_and_svix_header_names(app: TestApp) {
     .await
     .unwrap();
 }
+
+both!(gzip_bodies_decompress_to_the_signed_payload);
+
+async fn gzip_bodies_decompress_to_the_signed_payload(app: TestApp) {
+    use std::io::Read;
+    let t = app.tenant("acme").await;
+    let rx = Receiver::start();
+    app.post(
+        "/v1/endpoints",
+        ADMIN,
+        json!({"tenant_id": t, "url": rx.url("/"), "compression": "br"}),
+    )
+    .await
+    .expect(422);
+    let ep = endpoint(
+        &app,
+        &t,
+        json!({"url": rx.url("/gz"), "compression": "gzip"}),
+    )
+    .await;
+    let payload = json!({"text": "compressible ".repeat(50)});
+    let e = app
+        .post(
+            "/v1/events",
+            ADMIN,
+            json!({"tenant_id": t, "event_type": "big", "payload": payload}),
+        )
+        .await
+        .expect(202);
+    let d = only_delivery(&app, e.json["id"].as_str().unwrap()).await;
+    wait_delivery(&app, &d, |d| d["status"] == "succeeded").await;
+    let got = rx.received().remove(0);
+    assert_eq!(got.header_values("content-encoding"), ["gzip"]);
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(got.body.as_slice())
+        .read_to_end(&mut plain)
+        .unwrap();
+    assert!(got.body.len() < plain.len(), "compressed");
+    assert_eq!(serde_json::from_slice::<Value>(&plain).unwrap(), payload);
+    let secret = app
+        .get(&format!("/v1/endpoints/{ep}/secret"), ADMIN)
+        .await
+        .json["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let v = Verifier::new(
+        &VerifyConfig {
+            scheme: SchemeName::StandardWebhooks,
+            secrets: vec![Secret(secret)],
+            tolerance_secs: None,
+            allow_sha1: false,
+            public_origin: None,
+            generic: None,
+        },
+        "v",
+    )
+    .unwrap();
+    let headers = Headers::new(got.headers.clone());
+    v.verify(
+        &SignedRequest {
+            headers: &headers,
+            body: &plain,
+            method: "POST",
+            origin: None,
+            path: "/gz",
+        },
+        hookmesh::ids::now_ms() / 1000,
+    )
+    .unwrap();
+    let attempts = app
+        .get(&format!("/v1/deliveries/{d}/attempts"), ADMIN)
+        .await
+        .json;
+    assert_eq!(attempts[0]["request_headers"]["content-encoding"], "gzip");
+}
