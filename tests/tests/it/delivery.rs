@@ -93,9 +93,15 @@ fn deliver_at_schedules_the_first_attempt() {
         Some(&json!({"tenant_id": tenant, "url": receiver.url("/later")})),
         201,
     );
-    let at = hookmesh_e2e::now() + 2;
+    // Millisecond precision: a whole-second deliver_at would leave anywhere from 1 to 2 s.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let at_ms = now_ms + 2000;
+    let stamp = format!("@{}.{:03}", at_ms / 1000, at_ms % 1000);
     let at_text = std::process::Command::new("date")
-        .args(["-u", "-d", &format!("@{at}"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .args(["-u", "-d", &stamp, "+%Y-%m-%dT%H:%M:%S.%3NZ"])
         .output()
         .unwrap();
     let at_text = String::from_utf8_lossy(&at_text.stdout).trim().to_owned();
@@ -106,5 +112,9 @@ fn deliver_at_schedules_the_first_attempt() {
         "delivered before deliver_at"
     );
     wait_for(&receiver, 1);
-    assert!(hookmesh_e2e::now() >= at, "delivered early");
+    let delivered_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(delivered_ms >= at_ms, "delivered early");
 }
