@@ -20,6 +20,8 @@ for port in "$API" "$XDS" "$LISTEN" "$APP" "$ADMIN"; do
   fi
 done
 
+# Deliveries to loopback are allowed here only, so the demo can send webhooks to the stand-in app;
+# by default hookmesh refuses internal destinations.
 # The admin key is kept (mode 0600) so every `make run` can show it.
 if [ ! -s "$DATA/admin.key" ]; then
   (umask 077; python3 -c 'import secrets; print("hm_" + secrets.token_urlsafe(32))' > "$DATA/admin.key")
@@ -32,7 +34,7 @@ trap cleanup EXIT
 trap 'exit 0' INT TERM
 
 HOOKMESH_ADMIN_KEY=$KEY "$HOOKMESH" serve --data-dir "$DATA" --listen "127.0.0.1:$API" --xds-listen "127.0.0.1:$XDS" \
-  --wasm-module "$WASM" > "$RUN/hookmesh.log" 2>&1 &
+  --wasm-module "$WASM" --allow-destination-cidrs 127.0.0.0/8 > "$RUN/hookmesh.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$API/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fs "http://127.0.0.1:$API/readyz" >/dev/null || { cat "$RUN/hookmesh.log" >&2; exit 1; }
@@ -90,6 +92,11 @@ $signed
 
 The same with the body changed (refused with 401):
 $forged
+
+Send a webhook (an endpoint on the stand-in app, then an event; loopback is allowed in this demo only):
+curl -s http://127.0.0.1:$API/v1/endpoints -H 'Authorization: Bearer $KEY' -H 'content-type: application/json' -d '{"tenant_id":"$TENANT","url":"http://127.0.0.1:$APP/outbound","event_types":["invoice.*"]}'
+curl -s http://127.0.0.1:$API/v1/events -H 'Authorization: Bearer $KEY' -H 'content-type: application/json' -d '{"tenant_id":"$TENANT","event_type":"invoice.paid","payload":{"id":"in_1"}}'
+curl -s http://127.0.0.1:$API/v1/deliveries -H 'Authorization: Bearer $KEY'
 
 What Envoy runs:  curl -s http://127.0.0.1:$API/v1/envoys -H 'Authorization: Bearer $KEY'
 Sign your own:    $HOOKMESH sig sign --scheme stripe --secret whsec_demo_stripe_secret --body-file FILE
