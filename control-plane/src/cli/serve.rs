@@ -83,6 +83,38 @@ pub struct ServeArgs {
     /// Delivery attempts in flight at most.
     #[arg(long, env = "HOOKMESH_DELIVERY_CONCURRENCY", default_value_t = 256)]
     pub delivery_concurrency: usize,
+    /// Open an endpoint's circuit after this many failed attempts in a row.
+    #[arg(
+        long,
+        env = "HOOKMESH_BREAKER_CONSECUTIVE_FAILURES",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub breaker_consecutive_failures: u32,
+    /// Open it too when this share of the last `--breaker-window` attempts failed (0 < ratio ≤ 1;
+    /// above 1 turns the rule off).
+    #[arg(long, env = "HOOKMESH_BREAKER_FAILURE_RATIO", default_value_t = 0.5, value_parser = failure_ratio)]
+    pub breaker_failure_ratio: f64,
+    /// Attempts the failure ratio is taken over.
+    #[arg(
+        long,
+        env = "HOOKMESH_BREAKER_WINDOW",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u32).range(1..=64)
+    )]
+    pub breaker_window: u32,
+    /// First cooldown of an open circuit, in seconds (doubled after each failed probe, at most
+    /// ten minutes).
+    #[arg(long, env = "HOOKMESH_BREAKER_COOLDOWN_SECS", default_value_t = 30)]
+    pub breaker_cooldown_secs: u64,
+}
+
+fn failure_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
+        Ok(_) => Err(format!("{s} is not a ratio above 0 (e.g. 0.5 for half)")),
+        Err(e) => Err(format!("{s}: {e}")),
+    }
 }
 
 /// The xDS server and what it pushes.
@@ -196,11 +228,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let delivery = crate::delivery::DeliverySettings {
         allow_destination_cidrs: allow,
         concurrency: args.delivery_concurrency,
+        breaker_threshold: args.breaker_consecutive_failures,
+        breaker_failure_ratio: args.breaker_failure_ratio,
+        breaker_window: args.breaker_window,
+        breaker_cooldown: std::time::Duration::from_secs(args.breaker_cooldown_secs),
         disable_after: std::time::Duration::from_secs(
             args.disable_failing_endpoints_after_hours
                 .saturating_mul(3600),
         ),
-        ..Default::default()
     };
     let state = server::state_with(
         store,

@@ -41,6 +41,10 @@ pub struct DeliverySettings {
     pub concurrency: usize,
     /// Consecutive failures that open an endpoint's circuit.
     pub breaker_threshold: u32,
+    /// Share of the last `breaker_window` attempts failing that opens it (above 1: never).
+    pub breaker_failure_ratio: f64,
+    /// Attempts the failure ratio is taken over (1 to 64).
+    pub breaker_window: u32,
     /// First cooldown of an open circuit (doubling on each failed probe, at most 10 min).
     pub breaker_cooldown: Duration,
     /// An endpoint failing continuously this long is disabled.
@@ -53,6 +57,8 @@ impl Default for DeliverySettings {
             allow_destination_cidrs: Vec::new(),
             concurrency: 256,
             breaker_threshold: 5,
+            breaker_failure_ratio: 0.5,
+            breaker_window: 20,
             breaker_cooldown: Duration::from_secs(30),
             disable_after: Duration::from_secs(5 * 24 * 3600),
         }
@@ -85,8 +91,7 @@ pub struct Engine {
     buckets: std::sync::Mutex<hookmesh_filter::ratelimit::LocalRateLimitStore>,
     /// Per-endpoint circuit breakers (per process).
     breakers: std::sync::Mutex<std::collections::HashMap<String, breaker::Breaker>>,
-    breaker_threshold: u32,
-    breaker_cooldown_ms: i64,
+    breaker_policy: breaker::Policy,
     disable_after_ms: i64,
 }
 
@@ -125,8 +130,14 @@ impl Engine {
             in_flight: std::sync::Mutex::default(),
             buckets: std::sync::Mutex::default(),
             breakers: std::sync::Mutex::default(),
-            breaker_threshold: settings.breaker_threshold.max(1),
-            breaker_cooldown_ms: settings.breaker_cooldown.as_millis() as i64,
+            breaker_policy: breaker::Policy {
+                consecutive: settings.breaker_threshold,
+                ratio: settings.breaker_failure_ratio,
+                window: settings.breaker_window,
+                cooldown_ms: i64::try_from(settings.breaker_cooldown.as_millis())
+                    .unwrap_or(i64::MAX),
+            }
+            .normalized(),
             disable_after_ms: settings.disable_after.as_millis() as i64,
         });
         tokio::spawn(publish::commit(engine.clone(), commit_rx));
@@ -190,14 +201,12 @@ impl Engine {
         let now = crate::ids::now_ms();
         let (transition, failing_since) = {
             let mut map = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-            if ok && !map.contains_key(endpoint_id) {
-                return;
-            }
-            let b = map.entry(endpoint_id.to_owned()).or_default();
-            (
-                b.record(ok, now, self.breaker_threshold, self.breaker_cooldown_ms),
-                b.failing_since,
-            )
+            // Successes count too (for the failure ratio); the key is only allocated once.
+            let b = match map.get_mut(endpoint_id) {
+                Some(b) => b,
+                None => map.entry(endpoint_id.to_owned()).or_default(),
+            };
+            (b.record(ok, now, &self.breaker_policy), b.failing_since)
         };
         let Some(ep) = self.endpoints.get(endpoint_id) else {
             return;

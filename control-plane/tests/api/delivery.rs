@@ -523,6 +523,84 @@ fn fast_breaker(disable_after: Duration, threshold: u32) -> hookmesh::delivery::
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_failing_every_other_request_opens_its_circuit() {
+    let app = TestApp::sqlite_with(hookmesh::delivery::DeliverySettings {
+        breaker_failure_ratio: 0.5,
+        breaker_window: 6,
+        ..fast_breaker(Duration::from_secs(3600), 100)
+    })
+    .await;
+    let t = app.tenant("acme").await;
+    let (ops, flaky) = (Receiver::start(), Receiver::start());
+    endpoint(
+        &app,
+        &t,
+        json!({"url": ops.url("/ops"), "event_types": ["hookmesh.endpoint.circuit_opened"]}),
+    )
+    .await;
+    // Never two failures in a row, so only the ratio can open it: the seventh attempt makes
+    // three failures of the last six. `ordered` keeps the outcomes in the scripted order.
+    const NO_HEADERS: &[(&str, &str)] = &[];
+    flaky.respond_with(&[
+        (500, NO_HEADERS),
+        (200, NO_HEADERS),
+        (500, NO_HEADERS),
+        (200, NO_HEADERS),
+        (500, NO_HEADERS),
+        (200, NO_HEADERS),
+    ]);
+    flaky.set_status(500);
+    let f = endpoint(&app, &t, json!({"url": flaky.url("/"), "event_types": ["work"], "ordered": true, "retry_policy": {"type": "exponential", "initial_secs": 1, "multiplier": 1.0, "max_secs": 1, "max_attempts": 1}})).await;
+    for i in 0..6 {
+        app.post(
+            "/v1/events",
+            ADMIN,
+            json!({"tenant_id": t, "event_type": "work", "payload": {"i": i}}),
+        )
+        .await
+        .expect(202);
+    }
+    let start = Instant::now();
+    while flaky.received().len() < 6 {
+        assert!(start.elapsed() < Duration::from_secs(15), "six attempts");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !ops.received()
+            .iter()
+            .any(|r| r.body.windows(14).any(|w| w == b"circuit_opened")),
+        "three failures of six, with the rule needing a full window and a failure to trip"
+    );
+    app.post(
+        "/v1/events",
+        ADMIN,
+        json!({"tenant_id": t, "event_type": "work", "payload": {"i": 6}}),
+    )
+    .await
+    .expect(202);
+    let opened = wait_received(&ops, "circuit_opened", |v| {
+        v["type"] == "hookmesh.endpoint.circuit_opened"
+    })
+    .await;
+    assert_eq!(opened["endpoint_id"], f.as_str());
+    // Open: the next event waits for the cooldown instead of being attempted.
+    app.post(
+        "/v1/events",
+        ADMIN,
+        json!({"tenant_id": t, "event_type": "work", "payload": {"i": 7}}),
+    )
+    .await
+    .expect(202);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        flaky.received().len(),
+        7,
+        "no attempt while the circuit is open"
+    );
+}
+
 async fn wait_received(rx: &Receiver, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let start = Instant::now();
     loop {
