@@ -5,7 +5,10 @@
 use super::auth::{Access, Area, Principal};
 use super::error::{ApiError, FieldError};
 use super::extract::{AppJson, AppQuery, IfMatch, Page, PageParams};
-use super::resource::{audit, check_if_match, delete, list_page, load, require_tenant, with_etag};
+use super::resource::{
+    audit, check_if_match, delete, insert_audited, list_page, load, require_tenant, update_audited,
+    with_etag,
+};
 use super::AppState;
 use crate::ids::{new_id, now_ms, random_bytes, rfc3339};
 use crate::store::{Kind, Resource};
@@ -467,20 +470,7 @@ async fn create(
         created_at: now,
         updated_at: now,
     };
-    state
-        .store
-        .insert(
-            &r,
-            &audit(
-                &who,
-                "create",
-                Kind::Endpoint,
-                &id,
-                Some(&tenant),
-                serde_json::json!({"after": body}),
-            ),
-        )
-        .await?;
+    insert_audited(&state, &who, &r).await?;
     refresh_delivery(&state).await;
     Ok(with_etag(StatusCode::CREATED, 1, view(&r)?))
 }
@@ -530,22 +520,7 @@ async fn replace(
         updated_at: now_ms(),
         ..old.clone()
     };
-    let diff = serde_json::json!({"before": old.body, "after": body});
-    state
-        .store
-        .update(
-            &r,
-            old.version,
-            &audit(
-                &who,
-                "update",
-                Kind::Endpoint,
-                &id,
-                Some(&old.tenant_id),
-                diff,
-            ),
-        )
-        .await?;
+    update_audited(&state, &who, &old, &r).await?;
     refresh_delivery(&state).await;
     Ok(with_etag(StatusCode::OK, r.version, view(&r)?))
 }

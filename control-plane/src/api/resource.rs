@@ -30,6 +30,49 @@ pub fn audit(
     }
 }
 
+/// Stores a new resource with its "create" audit entry.
+///
+/// # Errors
+/// A conflict on its unique key, or storage failures.
+pub async fn insert_audited(
+    state: &AppState,
+    who: &Principal,
+    r: &Resource,
+) -> Result<(), ApiError> {
+    let entry = audit(
+        who,
+        "create",
+        r.kind,
+        &r.id,
+        Some(&r.tenant_id),
+        serde_json::json!({"after": r.body}),
+    );
+    state.store.insert(r, &entry).await?;
+    Ok(())
+}
+
+/// Stores `r` as the next version of `old`, with an "update" audit entry holding both bodies.
+///
+/// # Errors
+/// A concurrent change (412), a unique-key conflict, or storage failures.
+pub async fn update_audited(
+    state: &AppState,
+    who: &Principal,
+    old: &Resource,
+    r: &Resource,
+) -> Result<(), ApiError> {
+    let entry = audit(
+        who,
+        "update",
+        r.kind,
+        &r.id,
+        Some(&old.tenant_id),
+        serde_json::json!({"before": old.body, "after": r.body}),
+    );
+    state.store.update(r, old.version, &entry).await?;
+    Ok(())
+}
+
 /// Loads a resource the caller may see; another tenant's is "not found".
 ///
 /// # Errors

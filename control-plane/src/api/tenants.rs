@@ -4,7 +4,7 @@
 use super::auth::Principal;
 use super::error::ApiError;
 use super::extract::{AppJson, AppQuery, IfMatch, Page, PageParams};
-use super::resource::{audit, check_if_match, load, with_etag};
+use super::resource::{audit, check_if_match, insert_audited, load, update_audited, with_etag};
 use super::AppState;
 use crate::ids::{new_id, now_ms, rfc3339};
 use crate::store::{Kind, ListQuery, Resource};
@@ -138,20 +138,7 @@ async fn create(
         created_at: now,
         updated_at: now,
     };
-    state
-        .store
-        .insert(
-            &r,
-            &audit(
-                &who,
-                "create",
-                Kind::Tenant,
-                &id,
-                Some(&id),
-                serde_json::json!({"after": body}),
-            ),
-        )
-        .await?;
+    insert_audited(&state, &who, &r).await?;
     Ok(with_etag(StatusCode::CREATED, r.version, view(&r)?))
 }
 
@@ -194,15 +181,7 @@ async fn replace(
         updated_at: now_ms(),
         ..old.clone()
     };
-    let diff = serde_json::json!({"before": old.body, "after": body});
-    state
-        .store
-        .update(
-            &r,
-            old.version,
-            &audit(&who, "update", Kind::Tenant, &id, Some(&id), diff),
-        )
-        .await?;
+    update_audited(&state, &who, &old, &r).await?;
     Ok(with_etag(StatusCode::OK, r.version, view(&r)?))
 }
 
