@@ -97,6 +97,11 @@ pub struct EndpointInput {
     /// uncompressed payload.
     #[serde(default)]
     pub compression: Option<String>,
+    /// Body format: `json` (default) or `form` (`application/x-www-form-urlencoded`: one field
+    /// per top-level payload member, nested values as JSON text; the signature covers the form
+    /// body as sent).
+    #[serde(default)]
+    pub format: Option<String>,
     /// Disabled endpoints receive nothing.
     #[serde(default = "enabled")]
     pub enabled: bool,
@@ -146,6 +151,8 @@ pub struct Endpoint {
     pub header_style: Option<String>,
     /// `gzip` when request bodies are compressed.
     pub compression: Option<String>,
+    /// `json` or `form`.
+    pub format: Option<String>,
     /// Whether deliveries are made.
     pub enabled: bool,
     /// Free-form labels.
@@ -180,6 +187,8 @@ struct Stored {
     header_style: Option<String>,
     #[serde(default)]
     compression: Option<String>,
+    #[serde(default)]
+    format: Option<String>,
     enabled: bool,
     metadata: BTreeMap<String, String>,
 }
@@ -299,6 +308,14 @@ fn validate(input: &EndpointInput) -> Result<(), ApiError> {
     if input.compression.as_deref().is_some_and(|c| c != "gzip") {
         bad("compression", "gzip, or absent for none");
     }
+    match input.format.as_deref() {
+        None | Some("json") => {}
+        Some("form") if input.method.as_deref() == Some("GET") => {
+            bad("format", "form needs a method with a body, not GET");
+        }
+        Some("form") => {}
+        Some(_) => bad("format", "json or form"),
+    }
     match &input.retry_policy {
         Some(RetryPolicy::Exponential {
             initial_secs,
@@ -370,6 +387,7 @@ fn stored(input: EndpointInput) -> Stored {
         query: input.query,
         header_style: input.header_style,
         compression: input.compression,
+        format: input.format,
         enabled: input.enabled,
         metadata: input.metadata,
     }
@@ -393,6 +411,7 @@ fn view(r: &Resource) -> Result<Endpoint, ApiError> {
         query: s.query,
         header_style: s.header_style,
         compression: s.compression,
+        format: s.format,
         enabled: s.enabled,
         metadata: s.metadata,
         created_at: rfc3339(r.created_at),
@@ -658,6 +677,8 @@ pub struct EndpointRuntime {
     pub svix_headers: bool,
     /// Compress request bodies with gzip.
     pub gzip: bool,
+    /// Send the payload form-encoded instead of as JSON.
+    pub form: bool,
 }
 
 impl EndpointRuntime {
@@ -726,6 +747,7 @@ pub fn runtime(
         query: s.query,
         svix_headers: s.header_style.as_deref() == Some("svix"),
         gzip: s.compression.as_deref() == Some("gzip"),
+        form: s.format.as_deref() == Some("form"),
     })
 }
 
@@ -802,6 +824,7 @@ mod tests {
             query: BTreeMap::new(),
             svix_headers: false,
             gzip: false,
+            form: false,
         };
         assert!(e.subscribes("anything"));
         e.event_types = vec!["invoice.*".into(), "user.created".into()];

@@ -163,7 +163,6 @@ impl Sender {
             .client
             .request(method, parsed)
             .timeout(timeout)
-            .header("content-type", "application/json")
             .body(body);
         for (n, v) in headers {
             req = req.header(n.as_str(), v.as_str());

@@ -1048,25 +1048,7 @@ async fn gzip_bodies_decompress_to_the_signed_payload(app: TestApp) {
         .unwrap();
     assert!(got.body.len() < plain.len(), "compressed");
     assert_eq!(serde_json::from_slice::<Value>(&plain).unwrap(), payload);
-    let secret = app
-        .get(&format!("/v1/endpoints/{ep}/secret"), ADMIN)
-        .await
-        .json["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let v = Verifier::new(
-        &VerifyConfig {
-            scheme: SchemeName::StandardWebhooks,
-            secrets: vec![Secret(secret)],
-            tolerance_secs: None,
-            allow_sha1: false,
-            public_origin: None,
-            generic: None,
-        },
-        "v",
-    )
-    .unwrap();
+    let v = endpoint_verifier(&app, &ep).await;
     let headers = Headers::new(got.headers.clone());
     v.verify(
         &SignedRequest {
@@ -1084,4 +1066,92 @@ async fn gzip_bodies_decompress_to_the_signed_payload(app: TestApp) {
         .await
         .json;
     assert_eq!(attempts[0]["request_headers"]["content-encoding"], "gzip");
+}
+
+/// A Standard Webhooks verifier holding the endpoint's signing secret.
+async fn endpoint_verifier(app: &TestApp, ep: &str) -> Verifier {
+    let secret = app
+        .get(&format!("/v1/endpoints/{ep}/secret"), ADMIN)
+        .await
+        .json["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    Verifier::new(
+        &VerifyConfig {
+            scheme: SchemeName::StandardWebhooks,
+            secrets: vec![Secret(secret)],
+            tolerance_secs: None,
+            allow_sha1: false,
+            public_origin: None,
+            generic: None,
+        },
+        "v",
+    )
+    .unwrap()
+}
+
+both!(form_endpoints_receive_signed_form_bodies);
+
+async fn form_endpoints_receive_signed_form_bodies(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let rx = Receiver::start();
+    for (body, why) in [
+        (json!({"format": "xml"}), "unknown format"),
+        (
+            json!({"format": "form", "method": "GET"}),
+            "GET has no body",
+        ),
+    ] {
+        let mut body = body;
+        body["tenant_id"] = json!(t);
+        body["url"] = json!(rx.url("/"));
+        let r = app.post("/v1/endpoints", ADMIN, body).await.expect(422);
+        assert_eq!(r.json["errors"][0]["field"], "format", "{why}");
+    }
+    let ep = endpoint(&app, &t, json!({"url": rx.url("/form"), "format": "form"})).await;
+    assert_eq!(
+        app.get(&format!("/v1/endpoints/{ep}"), ADMIN).await.json["format"],
+        "form"
+    );
+    let payload = json!({"text": "a&b=c é", "n": 3, "nested": {"ok": true}});
+    let e = app
+        .post(
+            "/v1/events",
+            ADMIN,
+            json!({"tenant_id": t, "event_type": "form", "payload": payload}),
+        )
+        .await
+        .expect(202);
+    let d = only_delivery(&app, e.json["id"].as_str().unwrap()).await;
+    wait_delivery(&app, &d, |d| d["status"] == "succeeded").await;
+    let got = rx.received().remove(0);
+    assert_eq!(
+        got.header_values("content-type"),
+        ["application/x-www-form-urlencoded"]
+    );
+    let fields: std::collections::BTreeMap<String, String> = url::form_urlencoded::parse(&got.body)
+        .into_owned()
+        .collect();
+    assert_eq!(fields.len(), 3, "{fields:?}");
+    assert_eq!(fields["text"], "a&b=c é");
+    assert_eq!(fields["n"], "3");
+    assert_eq!(
+        serde_json::from_str::<Value>(&fields["nested"]).unwrap(),
+        json!({"ok": true})
+    );
+    let headers = Headers::new(got.headers.clone());
+    endpoint_verifier(&app, &ep)
+        .await
+        .verify(
+            &SignedRequest {
+                headers: &headers,
+                body: &got.body,
+                method: "POST",
+                origin: None,
+                path: "/form",
+            },
+            hookmesh::ids::now_ms() / 1000,
+        )
+        .expect("the signature covers the form body as sent");
 }
