@@ -433,24 +433,8 @@ async fn per_endpoint_timeout_concurrency_and_rate_limit(app: TestApp) {
         json!({"url": serial.url("/"), "event_types": ["serial"], "max_concurrency": 1}),
     )
     .await;
-    for i in 0..4 {
-        app.post(
-            "/v1/events",
-            ADMIN,
-            json!({"tenant_id": t, "event_type": "serial", "payload": {"i": i}}),
-        )
-        .await
-        .expect(202);
-    }
-    let start = Instant::now();
-    while serial.received().len() < 4 {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "only {} arrived",
-            serial.received().len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    publish_numbered(&app, &t, "serial", 4).await;
+    wait_count(&serial, 4).await;
     assert_eq!(serial.max_in_flight(), 1);
 
     // Two per second: four deliveries take at least a second.
@@ -462,15 +446,7 @@ async fn per_endpoint_timeout_concurrency_and_rate_limit(app: TestApp) {
     )
     .await;
     let start = Instant::now();
-    for i in 0..4 {
-        app.post(
-            "/v1/events",
-            ADMIN,
-            json!({"tenant_id": t, "event_type": "limited", "payload": {"i": i}}),
-        )
-        .await
-        .expect(202);
-    }
+    publish_numbered(&app, &t, "limited", 4).await;
     while limited.received().len() < 4 {
         assert!(
             start.elapsed() < Duration::from_secs(15),
@@ -552,20 +528,8 @@ async fn an_endpoint_failing_every_other_request_opens_its_circuit() {
     ]);
     flaky.set_status(500);
     let f = endpoint(&app, &t, json!({"url": flaky.url("/"), "event_types": ["work"], "ordered": true, "retry_policy": {"type": "exponential", "initial_secs": 1, "multiplier": 1.0, "max_secs": 1, "max_attempts": 1}})).await;
-    for i in 0..6 {
-        app.post(
-            "/v1/events",
-            ADMIN,
-            json!({"tenant_id": t, "event_type": "work", "payload": {"i": i}}),
-        )
-        .await
-        .expect(202);
-    }
-    let start = Instant::now();
-    while flaky.received().len() < 6 {
-        assert!(start.elapsed() < Duration::from_secs(15), "six attempts");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    publish_numbered(&app, &t, "work", 6).await;
+    wait_count(&flaky, 6).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !ops.received()
@@ -761,15 +725,7 @@ async fn bulk_replay_requeues_dead_letters_as_a_job(app: TestApp) {
     )
     .await;
     // Two events, two attempts each: four failures, under the breaker's threshold of five.
-    for i in 0..2 {
-        app.post(
-            "/v1/events",
-            ADMIN,
-            json!({"tenant_id": t, "event_type": "work", "payload": {"i": i}}),
-        )
-        .await
-        .expect(202);
-    }
+    publish_numbered(&app, &t, "work", 2).await;
     let count = |status: &'static str, ep: String| {
         let app = &app;
         async move {
@@ -855,24 +811,8 @@ async fn fifo_endpoints_deliver_in_order_through_retries(app: TestApp) {
     // The first attempt fails; its retry comes a second later. Later events must wait for it.
     rx.respond_with(&[(503, &[])]);
     endpoint(&app, &t, json!({"url": rx.url("/"), "ordered": true, "retry_policy": {"type": "schedule", "delays_secs": [1]}})).await;
-    for i in 0..3 {
-        app.post(
-            "/v1/events",
-            ADMIN,
-            json!({"tenant_id": t, "event_type": "step", "payload": {"i": i}}),
-        )
-        .await
-        .expect(202);
-    }
-    let start = Instant::now();
-    while rx.received().len() < 4 {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "only {} arrived",
-            rx.received().len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    publish_numbered(&app, &t, "step", 3).await;
+    wait_count(&rx, 4).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let order: Vec<i64> = rx
         .received()
@@ -926,15 +866,7 @@ async fn methods_query_parameters_and_svix_header_names(app: TestApp) {
     )
     .await
     .expect(202);
-    let start = Instant::now();
-    while rx.received().len() < 2 {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "only {} arrived",
-            rx.received().len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_count(&rx, 2).await;
     let got = rx.received();
     let verify = |scheme: SchemeName, ep: &str, headers: &[(String, String)], body: &[u8]| {
         let ep = ep.to_owned();
@@ -1154,4 +1086,30 @@ async fn form_endpoints_receive_signed_form_bodies(app: TestApp) {
             hookmesh::ids::now_ms() / 1000,
         )
         .expect("the signature covers the form body as sent");
+}
+
+/// Publishes `n` events of one type, with payloads `{"i": 0}` to `{"i": n - 1}`.
+async fn publish_numbered(app: &TestApp, tenant: &str, event_type: &str, n: usize) {
+    for i in 0..n {
+        app.post(
+            "/v1/events",
+            ADMIN,
+            json!({"tenant_id": tenant, "event_type": event_type, "payload": {"i": i}}),
+        )
+        .await
+        .expect(202);
+    }
+}
+
+/// Waits until `rx` has received `n` requests (15 s at most).
+async fn wait_count(rx: &Receiver, n: usize) {
+    let start = Instant::now();
+    while rx.received().len() < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "only {} of {n} arrived",
+            rx.received().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
