@@ -15,7 +15,7 @@ pub struct Policy {
     /// Attempts the ratio is taken over (1 to 64); the rule waits until the window is full so
     /// that a few early failures do not trip it.
     pub window: u32,
-    /// First cooldown of an open circuit (unix ms).
+    /// First cooldown of an open circuit, in milliseconds.
     pub cooldown_ms: i64,
 }
 
