@@ -102,37 +102,7 @@ async fn events_are_signed_and_delivered_to_subscribers_only(app: TestApp) {
     assert_eq!(got[0].header_values("x-team"), ["billing"]);
     assert!(users.received().is_empty());
     // An independent check of the signature with the endpoint's own secret.
-    let secret = app
-        .get(&format!("/v1/endpoints/{inv}/secret"), ADMIN)
-        .await
-        .json["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let v = Verifier::new(
-        &VerifyConfig {
-            scheme: SchemeName::StandardWebhooks,
-            secrets: vec![Secret(secret)],
-            tolerance_secs: None,
-            allow_sha1: false,
-            public_origin: None,
-            generic: None,
-        },
-        "v",
-    )
-    .unwrap();
-    let headers = Headers::new(got[0].headers.clone());
-    v.verify(
-        &SignedRequest {
-            headers: &headers,
-            body: &got[0].body,
-            method: "POST",
-            origin: None,
-            path: "/hooks",
-        },
-        hookmesh::ids::now_ms() / 1000,
-    )
-    .unwrap();
+    assert_signed(&app, &inv, &got[0], &got[0].body, "/hooks").await;
 
     let attempts = app
         .get(&format!("/v1/deliveries/{d}/attempts"), ADMIN)
@@ -980,19 +950,7 @@ async fn gzip_bodies_decompress_to_the_signed_payload(app: TestApp) {
         .unwrap();
     assert!(got.body.len() < plain.len(), "compressed");
     assert_eq!(serde_json::from_slice::<Value>(&plain).unwrap(), payload);
-    let v = endpoint_verifier(&app, &ep).await;
-    let headers = Headers::new(got.headers.clone());
-    v.verify(
-        &SignedRequest {
-            headers: &headers,
-            body: &plain,
-            method: "POST",
-            origin: None,
-            path: "/gz",
-        },
-        hookmesh::ids::now_ms() / 1000,
-    )
-    .unwrap();
+    assert_signed(&app, &ep, &got, &plain, "/gz").await;
     let attempts = app
         .get(&format!("/v1/deliveries/{d}/attempts"), ADMIN)
         .await
@@ -1000,8 +958,15 @@ async fn gzip_bodies_decompress_to_the_signed_payload(app: TestApp) {
     assert_eq!(attempts[0]["request_headers"]["content-encoding"], "gzip");
 }
 
-/// A Standard Webhooks verifier holding the endpoint's signing secret.
-async fn endpoint_verifier(app: &TestApp, ep: &str) -> Verifier {
+/// Checks, with the endpoint's own secret, that `body` (as the receiver's framework sees it) of
+/// a received POST to `path` carries a valid Standard Webhooks signature.
+async fn assert_signed(
+    app: &TestApp,
+    ep: &str,
+    got: &hookmesh_e2e::Received,
+    body: &[u8],
+    path: &str,
+) {
     let secret = app
         .get(&format!("/v1/endpoints/{ep}/secret"), ADMIN)
         .await
@@ -1009,7 +974,7 @@ async fn endpoint_verifier(app: &TestApp, ep: &str) -> Verifier {
         .as_str()
         .unwrap()
         .to_owned();
-    Verifier::new(
+    let v = Verifier::new(
         &VerifyConfig {
             scheme: SchemeName::StandardWebhooks,
             secrets: vec![Secret(secret)],
@@ -1020,7 +985,18 @@ async fn endpoint_verifier(app: &TestApp, ep: &str) -> Verifier {
         },
         "v",
     )
-    .unwrap()
+    .unwrap();
+    let headers = Headers::new(got.headers.clone());
+    let signed = SignedRequest {
+        headers: &headers,
+        body,
+        method: "POST",
+        origin: None,
+        path,
+    };
+    if let Err(e) = v.verify(&signed, hookmesh::ids::now_ms() / 1000) {
+        panic!("the delivery to {path} is not signed over its body: {e:?}");
+    }
 }
 
 both!(form_endpoints_receive_signed_form_bodies);
@@ -1072,20 +1048,8 @@ async fn form_endpoints_receive_signed_form_bodies(app: TestApp) {
         serde_json::from_str::<Value>(&fields["nested"]).unwrap(),
         json!({"ok": true})
     );
-    let headers = Headers::new(got.headers.clone());
-    endpoint_verifier(&app, &ep)
-        .await
-        .verify(
-            &SignedRequest {
-                headers: &headers,
-                body: &got.body,
-                method: "POST",
-                origin: None,
-                path: "/form",
-            },
-            hookmesh::ids::now_ms() / 1000,
-        )
-        .expect("the signature covers the form body as sent");
+    // The signature covers the form body as sent.
+    assert_signed(&app, &ep, &got, &got.body, "/form").await;
 }
 
 /// Publishes `n` events of one type, with payloads `{"i": 0}` to `{"i": n - 1}`.
