@@ -83,6 +83,10 @@ pub struct Engine {
     pub endpoints: Arc<EndpointCache>,
     sender: send::Sender,
     permits: Arc<Semaphore>,
+    /// The global limit the permits were made for.
+    concurrency: usize,
+    /// Fresh deliveries leased at publish, on their way to the dispatcher.
+    hot: worker::HotQueue,
     wake: Notify,
     committer: mpsc::Sender<publish::Batch>,
     /// Per-endpoint concurrency: the semaphore and the limit it was made for.
@@ -117,6 +121,9 @@ impl Engine {
         endpoints.spawn_refresher(Duration::from_secs(2));
         let (commit_tx, commit_rx) = mpsc::channel(4096);
         let (done_tx, done_rx) = mpsc::channel(4096);
+        let concurrency = settings.concurrency.max(1);
+        // Room for two rounds of attempts: enough to keep every slot busy between commits.
+        let (hot, hot_rx) = worker::HotQueue::new(2 * concurrency);
         let engine = Arc::new(Engine {
             store,
             endpoints,
@@ -124,7 +131,9 @@ impl Engine {
                 send::DestinationGuard::new(settings.allow_destination_cidrs),
                 settings.concurrency,
             )?,
-            permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            permits: Arc::new(Semaphore::new(concurrency)),
+            concurrency,
+            hot,
             wake: Notify::new(),
             committer: commit_tx,
             in_flight: std::sync::Mutex::default(),
@@ -142,7 +151,7 @@ impl Engine {
         });
         tokio::spawn(publish::commit(engine.clone(), commit_rx));
         tokio::spawn(worker::write(engine.clone(), done_rx));
-        tokio::spawn(worker::dispatch(engine.clone(), done_tx));
+        tokio::spawn(worker::dispatch(engine.clone(), done_tx, hot_rx));
         Ok(engine)
     }
 

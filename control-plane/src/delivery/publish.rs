@@ -3,7 +3,7 @@
 //! while one transaction runs, the next batch gathers, so durability costs no throughput.
 
 use super::Engine;
-use crate::store::{NewEvent, StoreError, Stored};
+use crate::store::{DeliveryRow, EventRow, NewDelivery, NewEvent, StoreError, Stored};
 use tokio::sync::{mpsc, oneshot};
 
 /// Events per transaction at most.
@@ -55,29 +55,115 @@ pub(super) async fn commit(engine: std::sync::Arc<Engine>, mut rx: mpsc::Receive
                 Err(_) => break,
             }
         }
-        let all: Vec<NewEvent> = batches
-            .iter()
-            .flat_map(|(e, _)| e.iter().cloned())
-            .collect();
+        let mut all: Vec<NewEvent> = Vec::with_capacity(n);
+        let mut replies = Vec::with_capacity(batches.len());
+        for (events, reply) in batches {
+            replies.push((events.len(), reply));
+            all.extend(events);
+        }
+        let now = crate::ids::now_ms();
+        let (hot, backlog) = lease_fresh(&engine, &mut all, now);
         let result = engine.store.insert_events(&all).await;
         match result {
             Ok(stored) => {
+                hand_over(&engine, all, &stored, hot);
                 let mut rest = stored.into_iter();
-                for (events, reply) in batches {
-                    let _ = reply.send(Ok(rest.by_ref().take(events.len()).collect()));
+                for (len, reply) in replies {
+                    let _ = reply.send(Ok(rest.by_ref().take(len).collect()));
                 }
-                engine.wake.notify_one();
+                if backlog {
+                    engine.wake.notify_one();
+                }
             }
             Err(e) => {
+                engine.hot.give_back(hot);
                 let message = e.to_string();
                 tracing::error!(error = %message, events = all.len(), "storing events failed");
-                for (_, reply) in batches {
+                for (_, reply) in replies {
                     let _ = reply.send(Err(StoreError::Corrupt(format!(
                         "storing events failed: {message}"
                     ))));
                 }
             }
         }
+    }
+}
+
+/// Marks the deliveries due now that the dispatcher has room for as leased to this process, so
+/// they go to it in memory after the commit instead of being claimed back from the store.
+/// Returns how many were leased, and whether any due delivery was left for the claim path.
+fn lease_fresh(engine: &Engine, events: &mut [NewEvent], now: i64) -> (usize, bool) {
+    let due = || {
+        events
+            .iter()
+            .filter(|e| e.deliver_at <= now)
+            .flat_map(|e| e.deliveries.iter())
+    };
+    let all_due = due().count();
+    // FIFO deliveries wait behind earlier ones, which only the claim path knows about.
+    let granted = engine.hot.take(due().filter(|d| !d.ordered).count());
+    let lease = now + super::worker::LEASE_MS;
+    let leasable = events
+        .iter_mut()
+        .filter(|e| e.deliver_at <= now)
+        .flat_map(|e| e.deliveries.iter_mut())
+        .filter(|d| !d.ordered);
+    for d in leasable.take(granted) {
+        d.leased_until = Some(lease);
+    }
+    (granted, granted < all_due)
+}
+
+/// Sends the stored, leased deliveries to the dispatcher; room taken for duplicates (not
+/// stored) is given back.
+fn hand_over(engine: &Engine, events: Vec<NewEvent>, stored: &[Stored], granted: usize) {
+    let mut sent = 0;
+    let mut batch = Vec::new();
+    for (e, s) in events.into_iter().zip(stored) {
+        if *s != Stored::Created || !e.deliveries.iter().any(|d| d.leased_until.is_some()) {
+            continue;
+        }
+        let NewEvent {
+            id,
+            tenant_id,
+            event_type,
+            payload,
+            created_at,
+            deliveries,
+            ..
+        } = e;
+        let loaded = std::sync::Arc::new(super::worker::Loaded::new(EventRow {
+            id,
+            tenant_id,
+            event_type,
+            payload,
+            created_at,
+        }));
+        for d in deliveries {
+            let Some(lease) = d.leased_until else {
+                continue;
+            };
+            sent += 1;
+            batch.push(super::worker::Hot {
+                row: DeliveryRow {
+                    id: d.id,
+                    event_id: loaded.row.id.clone(),
+                    endpoint_id: d.endpoint_id,
+                    tenant_id: loaded.row.tenant_id.clone(),
+                    status: "leased".into(),
+                    attempts: 0,
+                    next_attempt_at: lease,
+                    last_error: None,
+                    created_at,
+                    updated_at: created_at,
+                },
+                event: loaded.clone(),
+            });
+        }
+    }
+    engine.hot.give_back(granted - sent);
+    if !batch.is_empty() {
+        engine.hot.send(batch);
     }
 }
 
@@ -98,7 +184,12 @@ impl Engine {
                     .endpoints
                     .subscribers(&r.tenant_id, &r.event_type)
                     .iter()
-                    .map(|e| (crate::ids::new_id("dlv"), e.id.clone(), e.ordered))
+                    .map(|e| NewDelivery {
+                        id: crate::ids::new_id("dlv"),
+                        endpoint_id: e.id.clone(),
+                        ordered: e.ordered,
+                        leased_until: None,
+                    })
                     .collect();
                 NewEvent {
                     id: crate::ids::new_id("evt"),

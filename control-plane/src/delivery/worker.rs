@@ -8,50 +8,153 @@ use super::Engine;
 use crate::store::{AttemptRow, Completion, DeliveryRow, EventRow};
 use rand::Rng;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// How long a claimed delivery stays leased: longer than any endpoint timeout.
-const LEASE_MS: i64 = 120_000;
-
-/// A claimed event and its body, shared by its deliveries.
-struct Loaded {
-    row: EventRow,
-    body: bytes::Bytes,
-}
+pub(super) const LEASE_MS: i64 = 120_000;
 const CLAIM_BATCH: usize = 256;
+/// A claim waits until this many attempt slots are free: claiming a row or two at a time
+/// would cost a write transaction each.
+const CLAIM_MIN: usize = 32;
 const WRITE_BATCH: usize = 512;
 
-pub(super) async fn dispatch(engine: Arc<Engine>, done: mpsc::Sender<Completion>) {
+/// An event and its body, shared by its deliveries.
+pub(super) struct Loaded {
+    pub(super) row: EventRow,
+    body: bytes::Bytes,
+}
+
+impl Loaded {
+    pub(super) fn new(row: EventRow) -> Loaded {
+        let body = bytes::Bytes::from(row.payload.clone().into_bytes());
+        Loaded { row, body }
+    }
+}
+
+/// A fresh delivery, leased when its event was stored, with the event in memory.
+pub(super) struct Hot {
+    pub(super) row: DeliveryRow,
+    pub(super) event: Arc<Loaded>,
+}
+
+/// Fresh deliveries on their way from the committer to the dispatcher, bounded by `room`:
+/// when the dispatcher falls behind, new deliveries are stored pending and claimed later.
+pub(super) struct HotQueue {
+    tx: mpsc::UnboundedSender<Vec<Hot>>,
+    room: AtomicUsize,
+}
+
+impl HotQueue {
+    pub(super) fn new(room: usize) -> (HotQueue, mpsc::UnboundedReceiver<Vec<Hot>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queue = HotQueue {
+            tx,
+            room: AtomicUsize::new(room),
+        };
+        (queue, rx)
+    }
+
+    /// Takes room for up to `want` deliveries; returns how many it got.
+    pub(super) fn take(&self, want: usize) -> usize {
+        let mut got = 0;
+        let _ = self
+            .room
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |room| {
+                got = room.min(want);
+                Some(room - got)
+            });
+        got
+    }
+
+    pub(super) fn give_back(&self, n: usize) {
+        if n > 0 {
+            self.room.fetch_add(n, Ordering::AcqRel);
+        }
+    }
+
+    pub(super) fn send(&self, batch: Vec<Hot>) {
+        // Without a dispatcher the leases expire and the claim path delivers them.
+        let _ = self.tx.send(batch);
+    }
+}
+
+pub(super) async fn dispatch(
+    engine: Arc<Engine>,
+    done: mpsc::Sender<Completion>,
+    mut hot: mpsc::UnboundedReceiver<Vec<Hot>>,
+) {
+    // Whether the store may hold due deliveries: at start, after a wake-up or a timer.
+    let mut backlog = true;
     // When the earliest deferred delivery falls due (unix ms).
     let mut soonest: Option<i64> = None;
     loop {
+        // Fresh deliveries first: already leased, their events in memory.
+        if let Ok(batch) = hot.try_recv() {
+            let n = batch.len();
+            let deliveries = batch.into_iter().map(|h| (h.row, Some(h.event)));
+            let launched = launch(&engine, &done, deliveries, &mut soonest).await;
+            engine.hot.give_back(n);
+            if !launched {
+                return;
+            }
+            continue;
+        }
         let free = engine.permits.available_permits();
-        if free == 0 {
-            // Wait for one in-flight attempt to finish before claiming more.
-            drop(engine.permits.acquire().await);
+        let total = engine.concurrency;
+        if backlog && free < CLAIM_MIN.min(total) {
+            // Claim once enough slots are free, or launch fresh deliveries meanwhile.
+            tokio::select! {
+                permits = engine.permits.acquire_many(CLAIM_MIN.min(total) as u32) => {
+                    if permits.is_err() { return; }
+                }
+                Some(batch) = hot.recv() => {
+                    let n = batch.len();
+                    let deliveries = batch.into_iter().map(|h| (h.row, Some(h.event)));
+                    let launched = launch(&engine, &done, deliveries, &mut soonest).await;
+                    engine.hot.give_back(n);
+                    if !launched { return; }
+                }
+            }
             continue;
         }
         let now = crate::ids::now_ms();
-        let claimed = match engine
-            .store
-            .claim_deliveries(now, now + LEASE_MS, free.min(CLAIM_BATCH) as i64)
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "claiming deliveries failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
+        let claimed = if backlog {
+            let limit = free.min(CLAIM_BATCH);
+            match engine
+                .store
+                .claim_deliveries(now, now + LEASE_MS, limit as i64)
+                .await
+            {
+                Ok(c) => {
+                    backlog = c.len() == limit;
+                    c
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming deliveries failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
             }
+        } else {
+            Vec::new()
         };
         if claimed.is_empty() {
-            // Idle: wake on a publish, when a deferred delivery falls due, or after 250 ms.
+            // Idle: wake on fresh deliveries, a publish left for the claim path, when a
+            // deferred delivery falls due, or after 250 ms (retries, other replicas' work).
             let idle = soonest.take().map_or(250, |at| (at - now).clamp(1, 250));
             tokio::select! {
-                _ = engine.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(idle as u64)) => {}
+                Some(batch) = hot.recv() => {
+                    let n = batch.len();
+                    let deliveries = batch.into_iter().map(|h| (h.row, Some(h.event)));
+                    let launched = launch(&engine, &done, deliveries, &mut soonest).await;
+                    engine.hot.give_back(n);
+                    if !launched { return; }
+                }
+                _ = engine.wake.notified() => backlog = true,
+                _ = tokio::time::sleep(Duration::from_millis(idle as u64)) => backlog = true,
             }
             continue;
         }
@@ -62,66 +165,78 @@ pub(super) async fn dispatch(engine: Arc<Engine>, done: mpsc::Sender<Completion>
         let events: HashMap<String, Arc<Loaded>> = match engine.store.events_by_id(&ids).await {
             Ok(rows) => rows
                 .into_iter()
-                .map(|e| {
-                    let body = bytes::Bytes::from(e.payload.clone().into_bytes());
-                    (e.id.clone(), Arc::new(Loaded { row: e, body }))
-                })
+                .map(|e| (e.id.clone(), Arc::new(Loaded::new(e))))
                 .collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "loading events failed; the leases will expire and be retried");
                 continue;
             }
         };
-        let mut deferred = Vec::new();
-        for d in claimed {
-            // Per-endpoint limits: a delivery that would exceed them goes back, due shortly,
-            // without counting as an attempt and without holding a global slot.
-            let mut slot = None;
-            if let Some(ep) = engine.endpoints.get(&d.endpoint_id) {
-                if let super::breaker::Gate::Wait(until) = engine.breaker_gate(&ep.id, now) {
-                    deferred.push((d.id, until));
-                    continue;
-                }
-                // The slot first: a delivery deferred for concurrency must not spend a token.
-                if let Some(limit) = ep.max_concurrency {
-                    match engine.endpoint_slot(&ep.id, limit) {
-                        Some(s) => slot = Some(s),
-                        None => {
-                            deferred.push((d.id, now + 20));
-                            continue;
-                        }
-                    }
-                }
-                if let Some(rate) = ep.rate_limit_per_sec {
-                    if let Err(wait) = engine.endpoint_token(&ep.id, rate, now) {
-                        deferred.push((d.id, now + wait));
+        let deliveries = claimed.into_iter().map(|d| {
+            let event = events.get(&d.event_id).cloned();
+            (d, event)
+        });
+        if !launch(&engine, &done, deliveries, &mut soonest).await {
+            return;
+        }
+    }
+}
+
+/// Starts an attempt for each leased delivery, each holding a global slot (waiting for one
+/// when all are taken). A delivery its endpoint's limits hold back goes back to the store due
+/// shortly, without counting as an attempt. False once the engine is shutting down.
+async fn launch(
+    engine: &Arc<Engine>,
+    done: &mpsc::Sender<Completion>,
+    deliveries: impl Iterator<Item = (DeliveryRow, Option<Arc<Loaded>>)>,
+    soonest: &mut Option<i64>,
+) -> bool {
+    let now = crate::ids::now_ms();
+    let mut deferred = Vec::new();
+    for (d, event) in deliveries {
+        let mut slot = None;
+        if let Some(ep) = engine.endpoints.get(&d.endpoint_id) {
+            if let super::breaker::Gate::Wait(until) = engine.breaker_gate(&ep.id, now) {
+                deferred.push((d.id, until));
+                continue;
+            }
+            // The slot first: a delivery deferred for concurrency must not spend a token.
+            if let Some(limit) = ep.max_concurrency {
+                match engine.endpoint_slot(&ep.id, limit) {
+                    Some(s) => slot = Some(s),
+                    None => {
+                        deferred.push((d.id, now + 20));
                         continue;
                     }
                 }
             }
-            let Ok(permit) = engine.permits.clone().acquire_owned().await else {
-                return;
-            };
-            let (engine, done, event) = (
-                engine.clone(),
-                done.clone(),
-                events.get(&d.event_id).cloned(),
-            );
-            tokio::spawn(async move {
-                let endpoint = d.endpoint_id.clone();
-                let completion = attempt(&engine, d, event).await;
-                engine.observe(&endpoint, &completion).await;
-                let _ = done.send(completion).await;
-                drop((permit, slot));
-            });
-        }
-        if !deferred.is_empty() {
-            soonest = deferred.iter().map(|(_, at)| *at).min();
-            if let Err(e) = engine.store.defer_deliveries(&deferred, now).await {
-                tracing::warn!(error = %e, "deferring deliveries failed; their leases will expire");
+            if let Some(rate) = ep.rate_limit_per_sec {
+                if let Err(wait) = engine.endpoint_token(&ep.id, rate, now) {
+                    deferred.push((d.id, now + wait));
+                    continue;
+                }
             }
         }
+        let Ok(permit) = engine.permits.clone().acquire_owned().await else {
+            return false;
+        };
+        let (engine, done) = (engine.clone(), done.clone());
+        tokio::spawn(async move {
+            let endpoint = d.endpoint_id.clone();
+            let completion = attempt(&engine, d, event).await;
+            engine.observe(&endpoint, &completion).await;
+            let _ = done.send(completion).await;
+            drop((permit, slot));
+        });
     }
+    if !deferred.is_empty() {
+        let first = deferred.iter().map(|(_, at)| *at).min();
+        *soonest = (*soonest).min(first).or(first);
+        if let Err(e) = engine.store.defer_deliveries(&deferred, now).await {
+            tracing::warn!(error = %e, "deferring deliveries failed; their leases will expire");
+        }
+    }
+    true
 }
 
 /// Records outcomes in batches (one transaction each).

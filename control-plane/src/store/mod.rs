@@ -158,12 +158,26 @@ pub struct NewEvent {
     pub dedup_key: Option<String>,
     /// Unix ms.
     pub created_at: i64,
-    /// Deliveries to create: (delivery id, endpoint id, whether the endpoint is FIFO).
-    pub deliveries: Vec<(String, String, bool)>,
+    /// Deliveries to create.
+    pub deliveries: Vec<NewDelivery>,
     /// First attempt not before (unix ms).
     pub deliver_at: i64,
     /// Higher first.
     pub priority: i64,
+}
+
+/// A delivery stored with its event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    /// Prefixed id.
+    pub id: String,
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// Whether the endpoint is FIFO.
+    pub ordered: bool,
+    /// Stored already leased to this process until then (unix ms): it is handed to the
+    /// dispatcher in memory instead of being claimed back from the store.
+    pub leased_until: Option<i64>,
 }
 
 /// What storing an event did.

@@ -1,10 +1,10 @@
 //! PostgreSQL, for several control-plane replicas sharing one database.
 
-use super::sql::{parse_kind, sql_store, DbTypes};
+use super::sql::{claim_sql, parse_kind, shaped_chunks, sql_store, DbTypes};
 use super::{
     AttemptRow, AuditEntry, AuditQuery, Completion, DeliveryQuery, DeliveryRow, EventRow,
-    IdempotentResponse, Kind, ListQuery, NewEvent, ReplayFilter, Reservation, Resource, Store,
-    StoreError, Stored,
+    IdempotentResponse, Kind, ListQuery, NewDelivery, NewEvent, ReplayFilter, Reservation,
+    Resource, Store, StoreError, Stored,
 };
 use sqlx::postgres::PgPoolOptions;
 use std::time::Duration;
@@ -42,8 +42,5 @@ sql_store!(
     PgStore,
     "postgres",
     "BEGIN",
-    "UPDATE deliveries SET status = 'leased', lease_until = $1, updated_at = $2 WHERE id IN (\
-     SELECT d.id FROM deliveries d WHERE ((d.status = 'pending' AND d.next_attempt_at <= $2) OR (d.status = 'leased' AND d.lease_until < $2)) \
-     AND (NOT d.ordered OR NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.endpoint_id = d.endpoint_id AND p.id < d.id AND p.status IN ('pending', 'leased'))) \
-     ORDER BY d.priority DESC, d.next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING *"
+    claim_sql!(" FOR UPDATE SKIP LOCKED")
 );

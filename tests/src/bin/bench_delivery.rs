@@ -157,7 +157,11 @@ async fn main() {
         _ => vec!["SQLite", "PostgreSQL"],
     };
     for backend in backends {
-        for endpoints in [1, 5] {
+        let fanouts: Vec<usize> = match std::env::var("BENCH_ENDPOINTS") {
+            Ok(v) => v.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
+            Err(_) => vec![1, 5],
+        };
+        for &endpoints in &fanouts {
             // Every case starts from an empty database.
             let url = (backend == "PostgreSQL").then(|| {
                 let db = format!("bench_{endpoints}_{}", free_port());
