@@ -88,6 +88,8 @@ pub struct Engine {
     /// Fresh deliveries leased at publish, on their way to the dispatcher.
     hot: worker::HotQueue,
     wake: Notify,
+    /// Set with every wake-up, so a dispatcher busy with fresh deliveries sees it too.
+    store_due: std::sync::atomic::AtomicBool,
     committer: mpsc::Sender<publish::Batch>,
     /// Per-endpoint concurrency: the semaphore and the limit it was made for.
     in_flight: std::sync::Mutex<std::collections::HashMap<String, (Arc<Semaphore>, u32)>>,
@@ -123,7 +125,7 @@ impl Engine {
         let (done_tx, done_rx) = mpsc::channel(4096);
         let concurrency = settings.concurrency.max(1);
         // Room for two rounds of attempts: enough to keep every slot busy between commits.
-        let (hot, hot_rx) = worker::HotQueue::new(2 * concurrency);
+        let (hot, hot_rx) = worker::HotQueue::new(16 * concurrency);
         let engine = Arc::new(Engine {
             store,
             endpoints,
@@ -135,6 +137,7 @@ impl Engine {
             concurrency,
             hot,
             wake: Notify::new(),
+            store_due: std::sync::atomic::AtomicBool::new(true),
             committer: commit_tx,
             in_flight: std::sync::Mutex::default(),
             buckets: std::sync::Mutex::default(),
@@ -267,8 +270,10 @@ impl Engine {
         }
     }
 
-    /// Wakes the dispatcher (a delivery became due now).
+    /// Tells the dispatcher that the store holds a delivery due now.
     pub fn wake(&self) {
+        self.store_due
+            .store(true, std::sync::atomic::Ordering::Release);
         self.wake.notify_one();
     }
 }

@@ -72,7 +72,7 @@ pub(super) async fn commit(engine: std::sync::Arc<Engine>, mut rx: mpsc::Receive
                     let _ = reply.send(Ok(rest.by_ref().take(len).collect()));
                 }
                 if backlog {
-                    engine.wake.notify_one();
+                    engine.wake();
                 }
             }
             Err(e) => {

@@ -8,7 +8,7 @@ use super::Engine;
 use crate::store::{AttemptRow, Completion, DeliveryRow, EventRow};
 use rand::Rng;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -20,6 +20,8 @@ const CLAIM_BATCH: usize = 256;
 /// would cost a write transaction each.
 const CLAIM_MIN: usize = 32;
 const WRITE_BATCH: usize = 512;
+/// The store is looked at this often (ms) for deliveries that fell due without a wake-up.
+const IDLE_MS: u64 = 250;
 
 /// An event and its body, shared by its deliveries.
 pub(super) struct Loaded {
@@ -62,7 +64,7 @@ impl HotQueue {
         let mut got = 0;
         let _ = self
             .room
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |room| {
+            .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |room| {
                 got = room.min(want);
                 Some(room - got)
             });
@@ -71,7 +73,7 @@ impl HotQueue {
 
     pub(super) fn give_back(&self, n: usize) {
         if n > 0 {
-            self.room.fetch_add(n, Ordering::AcqRel);
+            self.room.fetch_add(n, AtomicOrdering::AcqRel);
         }
     }
 
@@ -90,9 +92,21 @@ pub(super) async fn dispatch(
     let mut backlog = true;
     // When the earliest deferred delivery falls due (unix ms).
     let mut soonest: Option<i64> = None;
+    // Fresh deliveries and the store's due ones (retries, deferred, high priority) take turns,
+    // so a steady stream of publishes cannot starve retries.
+    let mut hot_turn = true;
+    // Retries fall due without a wake-up: the store is looked at this often at least.
+    let mut last_look = tokio::time::Instant::now();
     loop {
-        // Fresh deliveries first: already leased, their events in memory.
-        if let Ok(batch) = hot.try_recv() {
+        if engine.store_due.swap(false, AtomicOrdering::AcqRel)
+            || last_look.elapsed() >= Duration::from_millis(IDLE_MS)
+            || soonest.is_some_and(|at| at <= crate::ids::now_ms())
+        {
+            backlog = true;
+        }
+        let turn = hot_turn;
+        hot_turn = !turn || !backlog;
+        if let Some(batch) = turn.then(|| hot.try_recv().ok()).flatten() {
             let n = batch.len();
             let deliveries = batch.into_iter().map(|h| (h.row, Some(h.event)));
             let launched = launch(&engine, &done, deliveries, &mut soonest).await;
@@ -123,6 +137,7 @@ pub(super) async fn dispatch(
         let now = crate::ids::now_ms();
         let claimed = if backlog {
             let limit = free.min(CLAIM_BATCH);
+            last_look = tokio::time::Instant::now();
             match engine
                 .store
                 .claim_deliveries(now, now + LEASE_MS, limit as i64)
@@ -144,7 +159,9 @@ pub(super) async fn dispatch(
         if claimed.is_empty() {
             // Idle: wake on fresh deliveries, a publish left for the claim path, when a
             // deferred delivery falls due, or after 250 ms (retries, other replicas' work).
-            let idle = soonest.take().map_or(250, |at| (at - now).clamp(1, 250));
+            let idle = soonest
+                .take()
+                .map_or(IDLE_MS as i64, |at| (at - now).clamp(1, IDLE_MS as i64));
             tokio::select! {
                 Some(batch) = hot.recv() => {
                     let n = batch.len();
@@ -153,7 +170,7 @@ pub(super) async fn dispatch(
                     engine.hot.give_back(n);
                     if !launched { return; }
                 }
-                _ = engine.wake.notified() => backlog = true,
+                _ = engine.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(idle as u64)) => backlog = true,
             }
             continue;

@@ -48,6 +48,45 @@ async fn counting_receiver() -> (u16, Arc<AtomicU64>) {
     (port, count)
 }
 
+/// The floor: the same receiver driven by a bare pooled reqwest client (256 requests in flight,
+/// the engine's default) with nothing stored, signed or recorded. Requests/s.
+async fn client_floor(requests: usize) -> f64 {
+    let (port, count) = counting_receiver().await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()
+        .expect("client");
+    let url = format!("http://127.0.0.1:{port}/floor");
+    let body = bytes::Bytes::from(format!(
+        "{{\"id\":1,\"customer\":\"cus_0123456789\",\"amount\":1200,\"currency\":\"eur\",\"note\":\"{}\"}}",
+        "x".repeat(200)
+    ));
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..256 {
+        let (client, url, body, next) = (client.clone(), url.clone(), body.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < requests as u64 {
+                let resp = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("floor request");
+                assert!(resp.status().is_success());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("floor task");
+    }
+    assert_eq!(count.load(Ordering::Relaxed), requests as u64);
+    requests as f64 / start.elapsed().as_secs_f64()
+}
+
 struct Result {
     backend: &'static str,
     endpoints: usize,
@@ -151,6 +190,8 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
     let mut results = Vec::new();
+    let floor = client_floor(100_000).await;
+    println!("floor: a bare reqwest client, 256 in flight: {floor:.0} requests/s");
     let pg = PgCluster::start();
     let backends: Vec<&'static str> = match std::env::var("BENCH_BACKENDS").as_deref() {
         Ok("sqlite") => vec!["SQLite"],
