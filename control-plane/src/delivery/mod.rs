@@ -124,7 +124,8 @@ impl Engine {
         let (commit_tx, commit_rx) = mpsc::channel(4096);
         let (done_tx, done_rx) = mpsc::channel(4096);
         let concurrency = settings.concurrency.max(1);
-        // Room for two rounds of attempts: enough to keep every slot busy between commits.
+        // Room for 16 rounds of attempts (a few MiB): fewer fresh deliveries take the slower way
+        // through the store when publishing outpaces delivery.
         let (hot, hot_rx) = worker::HotQueue::new(16 * concurrency);
         let engine = Arc::new(Engine {
             store,

@@ -25,14 +25,20 @@ const IDLE_MS: u64 = 250;
 
 /// An event and its body, shared by its deliveries.
 pub(super) struct Loaded {
+    /// The event; its payload moved into `body`.
     pub(super) row: EventRow,
     body: bytes::Bytes,
 }
 
 impl Loaded {
-    pub(super) fn new(row: EventRow) -> Loaded {
-        let body = bytes::Bytes::from(row.payload.clone().into_bytes());
+    pub(super) fn new(mut row: EventRow) -> Loaded {
+        let body = bytes::Bytes::from(std::mem::take(&mut row.payload).into_bytes());
         Loaded { row, body }
+    }
+
+    /// The JSON payload as text (it came from a `String`).
+    fn payload(&self) -> &str {
+        std::str::from_utf8(&self.body).unwrap_or_default()
     }
 }
 
@@ -372,7 +378,7 @@ async fn attempt(engine: &Engine, d: DeliveryRow, event: Option<Arc<Loaded>>) ->
     // form endpoints, the JSON otherwise (before any compression).
     let (payload, content_type) = if endpoint.form {
         (
-            form_body(&event.row.payload),
+            form_body(event.payload()),
             "application/x-www-form-urlencoded",
         )
     } else {
@@ -397,7 +403,7 @@ async fn attempt(engine: &Engine, d: DeliveryRow, event: Option<Arc<Loaded>>) ->
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let body = if endpoint.method == "GET" {
-        query.push(("payload", event.row.payload.as_str()));
+        query.push(("payload", event.payload()));
         bytes::Bytes::new()
     } else if endpoint.gzip {
         headers.push(("content-encoding".to_owned(), "gzip".to_owned()));
