@@ -13,6 +13,8 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct PgStore {
     pool: sqlx::PgPool,
+    /// The same pool: PostgreSQL runs writers concurrently.
+    writer: sqlx::PgPool,
 }
 
 impl DbTypes for PgStore {
@@ -33,7 +35,10 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            writer: pool.clone(),
+            pool,
+        })
     }
 }
 

@@ -113,7 +113,7 @@ macro_rules! sql_store {
             }
 
             async fn migrate(&self) -> Result<(), StoreError> {
-                Self::MIGRATOR.run(&self.pool).await?;
+                Self::MIGRATOR.run(&self.writer).await?;
                 Ok(())
             }
 
@@ -131,7 +131,7 @@ macro_rules! sql_store {
             }
 
             async fn insert(&self, r: &Resource, audit: &AuditEntry) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin_with($begin).await?;
+                let mut tx = self.writer.begin_with($begin).await?;
                 sqlx::query(
                     "INSERT INTO resources (kind, id, tenant_id, unique_key, body, secrets, version, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -195,7 +195,7 @@ macro_rules! sql_store {
             }
 
             async fn update(&self, r: &Resource, expected_version: i64, audit: &AuditEntry) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin_with($begin).await?;
+                let mut tx = self.writer.begin_with($begin).await?;
                 let done = sqlx::query(
                     "UPDATE resources SET unique_key = $1, body = $2, secrets = $3, version = $4, updated_at = $5 \
                      WHERE kind = $6 AND id = $7 AND version = $8",
@@ -224,7 +224,7 @@ macro_rules! sql_store {
             }
 
             async fn delete(&self, kind: Kind, id: &str, expected_version: Option<i64>, audit: &AuditEntry) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin_with($begin).await?;
+                let mut tx = self.writer.begin_with($begin).await?;
                 let done = sqlx::query(
                     "DELETE FROM resources WHERE kind = $1 AND id = $2 AND (CAST($3 AS BIGINT) IS NULL OR version = $3)",
                 )
@@ -289,7 +289,7 @@ macro_rules! sql_store {
                 .bind(key)
                 .bind(fingerprint)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 if inserted.rows_affected() == 1 {
                     return Ok(Reservation::Reserved);
@@ -312,19 +312,19 @@ macro_rules! sql_store {
                     .bind(content_type)
                     .bind(body)
                     .bind(key)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(())
             }
 
             async fn idempotency_release(&self, key: &str) -> Result<(), StoreError> {
-                sqlx::query("DELETE FROM idempotency WHERE key = $1").bind(key).execute(&self.pool).await?;
+                sqlx::query("DELETE FROM idempotency WHERE key = $1").bind(key).execute(&self.writer).await?;
                 Ok(())
             }
 
             async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<Stored>, StoreError> {
                 use sqlx::Row as _;
-                let mut tx = self.pool.begin_with($begin).await?;
+                let mut tx = self.writer.begin_with($begin).await?;
                 let mut out = Vec::with_capacity(events.len());
                 let mut fresh: Vec<&NewEvent> = Vec::with_capacity(events.len());
                 let mut in_batch: std::collections::HashMap<(&str, &str), &str> = std::collections::HashMap::new();
@@ -383,20 +383,20 @@ macro_rules! sql_store {
             }
 
             async fn claim_deliveries(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<DeliveryRow>, StoreError> {
-                let rows = sqlx::query($claim).bind(lease_until).bind(now).bind(limit).fetch_all(&self.pool).await?;
+                let rows = sqlx::query($claim).bind(lease_until).bind(now).bind(limit).fetch_all(&self.writer).await?;
                 rows.iter().map(Self::delivery).collect()
             }
 
             async fn release_leases(&self, now: i64) -> Result<u64, StoreError> {
                 let done = sqlx::query("UPDATE deliveries SET status = 'pending', next_attempt_at = $1, lease_until = NULL, updated_at = $1 WHERE status = 'leased'")
                     .bind(now)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(done.rows_affected())
             }
 
             async fn defer_deliveries(&self, deferred: &[(String, i64)], now: i64) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin_with($begin).await?;
+                let mut tx = self.writer.begin_with($begin).await?;
                 for (id, at) in deferred {
                     sqlx::query("UPDATE deliveries SET status = 'pending', next_attempt_at = $1, lease_until = NULL, updated_at = $2 WHERE id = $3")
                         .bind(at)
@@ -450,7 +450,7 @@ macro_rules! sql_store {
                         list.push_bind(id);
                     }
                     q.push(")");
-                    requeued += q.build().execute(&self.pool).await?.rows_affected();
+                    requeued += q.build().execute(&self.writer).await?.rows_affected();
                 }
                 Ok(requeued)
             }
@@ -475,7 +475,7 @@ macro_rules! sql_store {
             }
 
             async fn complete_deliveries(&self, done: &[Completion], now: i64) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin_with($begin).await?;
+                let mut tx = self.writer.begin_with($begin).await?;
                 for chunk in shaped_chunks(done) {
                     let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new(
                         "INSERT INTO attempts (id, delivery_id, attempt, started_at, duration_ms, status_code, request_headers, response_headers, response_body, error_class, error) ",
@@ -529,7 +529,7 @@ macro_rules! sql_store {
                 let done = sqlx::query("UPDATE deliveries SET status = 'pending', next_attempt_at = $1, lease_until = NULL, updated_at = $1 WHERE id = $2")
                     .bind(now)
                     .bind(id)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -578,7 +578,7 @@ macro_rules! sql_store {
             async fn idempotency_purge(&self, before: i64) -> Result<u64, StoreError> {
                 let done = sqlx::query("DELETE FROM idempotency WHERE created_at < $1")
                     .bind(before)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(done.rows_affected())
             }
@@ -589,7 +589,7 @@ macro_rules! sql_store {
 pub(super) use sql_store;
 
 /// Rows per multi-row statement at most.
-const CHUNK: usize = 64;
+const CHUNK: usize = 256;
 
 /// Splits a batch into chunks of [`CHUNK`] rows, then powers of two: multi-row statements come
 /// in at most eight shapes, so the prepared-statement cache holds a few small programs instead
@@ -680,7 +680,7 @@ mod tests {
             assert_eq!(chunks.concat(), items, "every row once, in order");
             assert!(chunks
                 .iter()
-                .all(|c| c.len() == 64 || (c.len() < 64 && c.len().is_power_of_two())));
+                .all(|c| c.len() == 256 || (c.len() < 256 && c.len().is_power_of_two())));
         }
     }
 }

@@ -13,7 +13,12 @@ use std::time::Duration;
 /// The SQLite store.
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// Readers (WAL: they never wait for the writer).
     pool: sqlx::SqlitePool,
+    /// The one connection that writes. SQLite has one writer at a time; writers queued here
+    /// wait their turn in order, where several writing connections would poll the file lock
+    /// with sleeps of a millisecond and more.
+    writer: sqlx::SqlitePool,
 }
 
 impl DbTypes for SqliteStore {
@@ -37,11 +42,15 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, writer })
     }
 }
 
