@@ -2,7 +2,7 @@
 //! until shutdown.
 
 use crate::api::auth::{generate_key, hash_key, KeyRecord, Principal};
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, Shared};
 use crate::delivery::{DeliveryError, DeliverySettings, Engine};
 use crate::secrets::MasterKeys;
 use crate::store::{self, Kind, Store};
@@ -157,7 +157,7 @@ pub async fn state_with(
     let keys = Arc::new(keys);
     let config = Publisher::new(store.clone(), keys.clone(), settings).await?;
     let delivery = Engine::start(store.clone(), keys.clone(), delivery).await?;
-    Ok(AppState {
+    Ok(AppState::new(Shared {
         store,
         keys,
         metrics: Arc::new(Metrics::default()),
@@ -165,7 +165,7 @@ pub async fn state_with(
         envoys: Arc::new(Registry::default()),
         delivery,
         caches: Arc::default(),
-    })
+    }))
 }
 
 /// Re-seals every secret under the current master key. Returns how many were re-sealed.
