@@ -42,8 +42,12 @@ pub(super) type Batch = (
     oneshot::Sender<Result<Vec<Stored>, StoreError>>,
 );
 
-pub(super) async fn commit(engine: std::sync::Arc<Engine>, mut rx: mpsc::Receiver<Batch>) {
+/// Stores batches of events as they come, until the engine is gone.
+pub(super) async fn commit(engine: std::sync::Weak<Engine>, mut rx: mpsc::Receiver<Batch>) {
     while let Some(first) = rx.recv().await {
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
         let mut batches = vec![first];
         let mut n = batches[0].0.len();
         while n < COMMIT_BATCH {

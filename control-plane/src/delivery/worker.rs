@@ -263,7 +263,7 @@ async fn launch(
 }
 
 /// Records outcomes in batches (one transaction each).
-pub(super) async fn write(engine: Arc<Engine>, mut rx: mpsc::Receiver<Completion>) {
+pub(super) async fn write(store: Arc<dyn crate::store::Store>, mut rx: mpsc::Receiver<Completion>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < WRITE_BATCH {
@@ -272,8 +272,7 @@ pub(super) async fn write(engine: Arc<Engine>, mut rx: mpsc::Receiver<Completion
                 Err(_) => break,
             }
         }
-        if let Err(e) = engine
-            .store
+        if let Err(e) = store
             .complete_deliveries(&batch, crate::ids::now_ms())
             .await
         {
