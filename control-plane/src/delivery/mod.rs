@@ -10,8 +10,9 @@
 //! - [`retry`]: the pure retry schedule, `Retry-After` handling.
 //! - [`sign`]: Standard Webhooks headers with the filter crate's code.
 //! - [`send`]: the HTTP client and its SSRF guard.
-//! - `worker`: the dispatch loop and the attempt writer.
-//! - `publish`: fan-out and group commit.
+//! - `worker`: the dispatch loop and the attempts.
+//! - `publish`: fan-out, and the hand-over of fresh deliveries to the dispatcher.
+//! - `writer`: group commit of events and attempt outcomes.
 //! - `endpoints`: the decrypted endpoint cache.
 
 pub mod breaker;
@@ -21,6 +22,7 @@ pub mod retry;
 pub mod send;
 pub mod sign;
 mod worker;
+mod writer;
 
 pub use endpoints::EndpointCache;
 pub use publish::{PublishRequest, Published};
@@ -156,15 +158,7 @@ impl Engine {
             .normalized(),
             disable_after_ms: settings.disable_after.as_millis() as i64,
         });
-        let writers = {
-            let (engine, store) = (Arc::downgrade(&engine), engine.store.clone());
-            async move {
-                tokio::join!(
-                    publish::commit(engine, commit_rx),
-                    worker::write(store, done_rx)
-                );
-            }
-        };
+        let writers = writer::run(Arc::downgrade(&engine), commit_rx, done_rx);
         if engine.store.backend() == "sqlite" {
             // SQLite has one writer, and each statement is a round trip to its thread. Run
             // from a thread of their own, write transactions do not wait behind the HTTP work

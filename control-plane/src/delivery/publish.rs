@@ -4,10 +4,7 @@
 
 use super::Engine;
 use crate::store::{DeliveryRow, EventRow, NewDelivery, NewEvent, StoreError, Stored};
-use tokio::sync::{mpsc, oneshot};
-
-/// Events per transaction at most.
-const COMMIT_BATCH: usize = 2000;
+use tokio::sync::oneshot;
 
 /// One event to publish.
 #[derive(Debug, Clone)]
@@ -42,61 +39,10 @@ pub(super) type Batch = (
     oneshot::Sender<Result<Vec<Stored>, StoreError>>,
 );
 
-/// Stores batches of events as they come, until the engine is gone.
-pub(super) async fn commit(engine: std::sync::Weak<Engine>, mut rx: mpsc::Receiver<Batch>) {
-    while let Some(first) = rx.recv().await {
-        let Some(engine) = engine.upgrade() else {
-            return;
-        };
-        let mut batches = vec![first];
-        let mut n = batches[0].0.len();
-        while n < COMMIT_BATCH {
-            match rx.try_recv() {
-                Ok(b) => {
-                    n += b.0.len();
-                    batches.push(b);
-                }
-                Err(_) => break,
-            }
-        }
-        let mut all: Vec<NewEvent> = Vec::with_capacity(n);
-        let mut replies = Vec::with_capacity(batches.len());
-        for (events, reply) in batches {
-            replies.push((events.len(), reply));
-            all.extend(events);
-        }
-        let now = crate::ids::now_ms();
-        let (hot, backlog) = lease_fresh(&engine, &mut all, now);
-        let result = engine.store.insert_events(&all).await;
-        match result {
-            Ok(stored) => {
-                hand_over(&engine, all, &stored, hot);
-                let mut rest = stored.into_iter();
-                for (len, reply) in replies {
-                    let _ = reply.send(Ok(rest.by_ref().take(len).collect()));
-                }
-                if backlog {
-                    engine.wake();
-                }
-            }
-            Err(e) => {
-                engine.hot.give_back(hot);
-                let message = e.to_string();
-                tracing::error!(error = %message, events = all.len(), "storing events failed");
-                for (_, reply) in replies {
-                    let _ = reply.send(Err(StoreError::Corrupt(format!(
-                        "storing events failed: {message}"
-                    ))));
-                }
-            }
-        }
-    }
-}
-
 /// Marks the deliveries due now that the dispatcher has room for as leased to this process, so
 /// they go to it in memory after the commit instead of being claimed back from the store.
 /// Returns how many were leased, and whether any due delivery was left for the claim path.
-fn lease_fresh(engine: &Engine, events: &mut [NewEvent], now: i64) -> (usize, bool) {
+pub(super) fn lease_fresh(engine: &Engine, events: &mut [NewEvent], now: i64) -> (usize, bool) {
     let due = || {
         events
             .iter()
@@ -120,7 +66,7 @@ fn lease_fresh(engine: &Engine, events: &mut [NewEvent], now: i64) -> (usize, bo
 
 /// Sends the stored, leased deliveries to the dispatcher; room taken for duplicates (not
 /// stored) is given back.
-fn hand_over(engine: &Engine, events: Vec<NewEvent>, stored: &[Stored], granted: usize) {
+pub(super) fn hand_over(engine: &Engine, events: Vec<NewEvent>, stored: &[Stored], granted: usize) {
     let mut sent = 0;
     let mut batch = Vec::new();
     for (e, s) in events.into_iter().zip(stored) {

@@ -19,7 +19,6 @@ const CLAIM_BATCH: usize = 256;
 /// A claim waits until this many attempt slots are free: claiming a row or two at a time
 /// would cost a write transaction each.
 const CLAIM_MIN: usize = 32;
-const WRITE_BATCH: usize = 512;
 /// The store is looked at this often (ms) for deliveries that fell due without a wake-up.
 const IDLE_MS: u64 = 250;
 
@@ -260,26 +259,6 @@ async fn launch(
         }
     }
     true
-}
-
-/// Records outcomes in batches (one transaction each).
-pub(super) async fn write(store: Arc<dyn crate::store::Store>, mut rx: mpsc::Receiver<Completion>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < WRITE_BATCH {
-            match rx.try_recv() {
-                Ok(c) => batch.push(c),
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = store
-            .complete_deliveries(&batch, crate::ids::now_ms())
-            .await
-        {
-            // The leases expire and these deliveries are attempted again: at-least-once.
-            tracing::error!(error = %e, n = batch.len(), "recording attempts failed");
-        }
-    }
 }
 
 /// A JSON payload as `application/x-www-form-urlencoded`: one field per top-level member

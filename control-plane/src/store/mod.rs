@@ -400,8 +400,15 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets keys older than `before` (unix ms).
     async fn idempotency_purge(&self, before: i64) -> Result<u64, StoreError>;
 
-    /// Stores events and their deliveries in one transaction (group commit).
-    async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<Stored>, StoreError>;
+    /// In one transaction (group commit): stores events with their deliveries, and records
+    /// attempts with their outcomes. Returns what became of each event.
+    async fn write_batch(
+        &self,
+        events: &[NewEvent],
+        done: &[Completion],
+        now: i64,
+    ) -> Result<Vec<Stored>, StoreError>;
+
     /// Leases up to `limit` due deliveries (pending and due, or leased with an expired lease)
     /// until `lease_until`, highest priority first.
     async fn claim_deliveries(
@@ -431,8 +438,6 @@ pub trait Store: Send + Sync + 'static {
     async fn requeue_deliveries(&self, ids: &[String], now: i64) -> Result<u64, StoreError>;
     /// Events by id.
     async fn events_by_id(&self, ids: &[String]) -> Result<Vec<EventRow>, StoreError>;
-    /// Records attempts and outcomes in one transaction.
-    async fn complete_deliveries(&self, done: &[Completion], now: i64) -> Result<(), StoreError>;
     /// Makes a delivery due now (manual retry); false when it does not exist.
     async fn retry_delivery(&self, id: &str, now: i64) -> Result<bool, StoreError>;
     /// A page of events.

@@ -8,6 +8,113 @@
 macro_rules! sql_store {
     ($store:ident, $backend:literal, $begin:expr, $claim:expr) => {
         impl $store {
+            async fn insert_events_in(tx: &mut sqlx::Transaction<'static, <Self as DbTypes>::Db>, events: &[NewEvent]) -> Result<Vec<Stored>, StoreError> {
+                use sqlx::Row as _;
+                let mut out = Vec::with_capacity(events.len());
+                let mut fresh: Vec<&NewEvent> = Vec::with_capacity(events.len());
+                let mut in_batch: std::collections::HashMap<(&str, &str), &str> = std::collections::HashMap::new();
+                for e in events {
+                    if let Some(key) = &e.dedup_key {
+                        if let Some(id) = in_batch.get(&(e.tenant_id.as_str(), key.as_str())) {
+                            out.push(Stored::Duplicate((*id).to_owned()));
+                            continue;
+                        }
+                        let existing = sqlx::query("SELECT id FROM events WHERE tenant_id = $1 AND dedup_key = $2")
+                            .bind(&e.tenant_id)
+                            .bind(key)
+                            .fetch_optional(&mut **tx)
+                            .await?;
+                        if let Some(row) = existing {
+                            out.push(Stored::Duplicate(row.try_get("id")?));
+                            continue;
+                        }
+                        in_batch.insert((e.tenant_id.as_str(), key.as_str()), e.id.as_str());
+                    }
+                    fresh.push(e);
+                    out.push(Stored::Created);
+                }
+                // Multi-row inserts: one statement per 500 rows instead of one per row.
+                for chunk in shaped_chunks(&fresh) {
+                    let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new("INSERT INTO events (id, tenant_id, event_type, payload, dedup_key, created_at) ");
+                    q.push_values(chunk, |mut row, e| {
+                        row.push_bind(&e.id).push_bind(&e.tenant_id).push_bind(&e.event_type).push_bind(&e.payload).push_bind(&e.dedup_key).push_bind(e.created_at);
+                    });
+                    q.build().execute(&mut **tx).await?;
+                }
+                let deliveries: Vec<(&NewEvent, &NewDelivery)> = fresh.iter().flat_map(|e| e.deliveries.iter().map(move |d| (*e, d))).collect();
+                for chunk in shaped_chunks(&deliveries) {
+                    let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new(
+                        "INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, lease_until, priority, last_error, created_at, updated_at, ordered) ",
+                    );
+                    q.push_values(chunk, |mut row, (e, d)| {
+                        row.push_bind(&d.id)
+                            .push_bind(&e.id)
+                            .push_bind(&d.endpoint_id)
+                            .push_bind(&e.tenant_id)
+                            .push_bind(if d.leased_until.is_some() { "leased" } else { "pending" })
+                            .push_bind(0i64)
+                            .push_bind(e.deliver_at)
+                            .push_bind(d.leased_until)
+                            .push_bind(e.priority)
+                            .push_bind(None::<String>)
+                            .push_bind(e.created_at)
+                            .push_bind(e.created_at)
+                            .push_bind(d.ordered);
+                    });
+                    q.build().execute(&mut **tx).await?;
+                }
+                Ok(out)
+            }
+
+            async fn complete_in(tx: &mut sqlx::Transaction<'static, <Self as DbTypes>::Db>, done: &[Completion], now: i64) -> Result<(), StoreError> {
+                for chunk in shaped_chunks(done) {
+                    let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new(
+                        "INSERT INTO attempts (id, delivery_id, attempt, started_at, duration_ms, status_code, request_headers, response_headers, response_body, error_class, error) ",
+                    );
+                    q.push_values(chunk, |mut row, c| {
+                        let a = &c.attempt;
+                        row.push_bind(&a.id)
+                            .push_bind(&a.delivery_id)
+                            .push_bind(a.attempt)
+                            .push_bind(a.started_at)
+                            .push_bind(a.duration_ms)
+                            .push_bind(a.status_code)
+                            .push_bind(&a.request_headers)
+                            .push_bind(&a.response_headers)
+                            .push_bind(&a.response_body)
+                            .push_bind(&a.error_class)
+                            .push_bind(&a.error);
+                    });
+                    q.build().execute(&mut **tx).await?;
+                }
+                // Successes all change the same way: one statement per 500 of them.
+                let (ok, other): (Vec<&Completion>, Vec<&Completion>) = done.iter().partition(|c| c.status == "succeeded");
+                for chunk in shaped_chunks(&ok) {
+                    let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new("UPDATE deliveries SET status = 'succeeded', attempts = attempts + 1, lease_until = NULL, last_error = NULL, updated_at = ");
+                    q.push_bind(now);
+                    q.push(" WHERE id IN (");
+                    let mut ids = q.separated(", ");
+                    for c in chunk {
+                        ids.push_bind(&c.attempt.delivery_id);
+                    }
+                    q.push(")");
+                    q.build().execute(&mut **tx).await?;
+                }
+                for c in other {
+                    let a = &c.attempt;
+                    sqlx::query("UPDATE deliveries SET status = $1, attempts = $2, next_attempt_at = $3, lease_until = NULL, last_error = $4, updated_at = $5 WHERE id = $6")
+                        .bind(c.status)
+                        .bind(a.attempt)
+                        .bind(c.next_attempt_at)
+                        .bind(&c.last_error)
+                        .bind(now)
+                        .bind(&a.delivery_id)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok(())
+            }
+
             fn delivery(row: &<Self as DbTypes>::Row) -> Result<DeliveryRow, StoreError> {
                 use sqlx::Row as _;
                 Ok(DeliveryRow {
@@ -322,64 +429,12 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<Stored>, StoreError> {
-                use sqlx::Row as _;
+            async fn write_batch(&self, events: &[NewEvent], done: &[Completion], now: i64) -> Result<Vec<Stored>, StoreError> {
                 let mut tx = self.writer.begin_with($begin).await?;
-                let mut out = Vec::with_capacity(events.len());
-                let mut fresh: Vec<&NewEvent> = Vec::with_capacity(events.len());
-                let mut in_batch: std::collections::HashMap<(&str, &str), &str> = std::collections::HashMap::new();
-                for e in events {
-                    if let Some(key) = &e.dedup_key {
-                        if let Some(id) = in_batch.get(&(e.tenant_id.as_str(), key.as_str())) {
-                            out.push(Stored::Duplicate((*id).to_owned()));
-                            continue;
-                        }
-                        let existing = sqlx::query("SELECT id FROM events WHERE tenant_id = $1 AND dedup_key = $2")
-                            .bind(&e.tenant_id)
-                            .bind(key)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        if let Some(row) = existing {
-                            out.push(Stored::Duplicate(row.try_get("id")?));
-                            continue;
-                        }
-                        in_batch.insert((e.tenant_id.as_str(), key.as_str()), e.id.as_str());
-                    }
-                    fresh.push(e);
-                    out.push(Stored::Created);
-                }
-                // Multi-row inserts: one statement per 500 rows instead of one per row.
-                for chunk in shaped_chunks(&fresh) {
-                    let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new("INSERT INTO events (id, tenant_id, event_type, payload, dedup_key, created_at) ");
-                    q.push_values(chunk, |mut row, e| {
-                        row.push_bind(&e.id).push_bind(&e.tenant_id).push_bind(&e.event_type).push_bind(&e.payload).push_bind(&e.dedup_key).push_bind(e.created_at);
-                    });
-                    q.build().execute(&mut *tx).await?;
-                }
-                let deliveries: Vec<(&NewEvent, &NewDelivery)> = fresh.iter().flat_map(|e| e.deliveries.iter().map(move |d| (*e, d))).collect();
-                for chunk in shaped_chunks(&deliveries) {
-                    let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new(
-                        "INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, lease_until, priority, last_error, created_at, updated_at, ordered) ",
-                    );
-                    q.push_values(chunk, |mut row, (e, d)| {
-                        row.push_bind(&d.id)
-                            .push_bind(&e.id)
-                            .push_bind(&d.endpoint_id)
-                            .push_bind(&e.tenant_id)
-                            .push_bind(if d.leased_until.is_some() { "leased" } else { "pending" })
-                            .push_bind(0i64)
-                            .push_bind(e.deliver_at)
-                            .push_bind(d.leased_until)
-                            .push_bind(e.priority)
-                            .push_bind(None::<String>)
-                            .push_bind(e.created_at)
-                            .push_bind(e.created_at)
-                            .push_bind(d.ordered);
-                    });
-                    q.build().execute(&mut *tx).await?;
-                }
+                let stored = Self::insert_events_in(&mut tx, events).await?;
+                Self::complete_in(&mut tx, done, now).await?;
                 tx.commit().await?;
-                Ok(out)
+                Ok(stored)
             }
 
             async fn claim_deliveries(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<DeliveryRow>, StoreError> {
@@ -472,57 +527,6 @@ macro_rules! sql_store {
                     }
                 }
                 Ok(out)
-            }
-
-            async fn complete_deliveries(&self, done: &[Completion], now: i64) -> Result<(), StoreError> {
-                let mut tx = self.writer.begin_with($begin).await?;
-                for chunk in shaped_chunks(done) {
-                    let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new(
-                        "INSERT INTO attempts (id, delivery_id, attempt, started_at, duration_ms, status_code, request_headers, response_headers, response_body, error_class, error) ",
-                    );
-                    q.push_values(chunk, |mut row, c| {
-                        let a = &c.attempt;
-                        row.push_bind(&a.id)
-                            .push_bind(&a.delivery_id)
-                            .push_bind(a.attempt)
-                            .push_bind(a.started_at)
-                            .push_bind(a.duration_ms)
-                            .push_bind(a.status_code)
-                            .push_bind(&a.request_headers)
-                            .push_bind(&a.response_headers)
-                            .push_bind(&a.response_body)
-                            .push_bind(&a.error_class)
-                            .push_bind(&a.error);
-                    });
-                    q.build().execute(&mut *tx).await?;
-                }
-                // Successes all change the same way: one statement per 500 of them.
-                let (ok, other): (Vec<&Completion>, Vec<&Completion>) = done.iter().partition(|c| c.status == "succeeded");
-                for chunk in shaped_chunks(&ok) {
-                    let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new("UPDATE deliveries SET status = 'succeeded', attempts = attempts + 1, lease_until = NULL, last_error = NULL, updated_at = ");
-                    q.push_bind(now);
-                    q.push(" WHERE id IN (");
-                    let mut ids = q.separated(", ");
-                    for c in chunk {
-                        ids.push_bind(&c.attempt.delivery_id);
-                    }
-                    q.push(")");
-                    q.build().execute(&mut *tx).await?;
-                }
-                for c in other {
-                    let a = &c.attempt;
-                    sqlx::query("UPDATE deliveries SET status = $1, attempts = $2, next_attempt_at = $3, lease_until = NULL, last_error = $4, updated_at = $5 WHERE id = $6")
-                        .bind(c.status)
-                        .bind(a.attempt)
-                        .bind(c.next_attempt_at)
-                        .bind(&c.last_error)
-                        .bind(now)
-                        .bind(&a.delivery_id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                Ok(())
             }
 
             async fn retry_delivery(&self, id: &str, now: i64) -> Result<bool, StoreError> {

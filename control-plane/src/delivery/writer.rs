@@ -1,0 +1,108 @@
+//! The store writer: events from publishers and the outcomes of attempts, gathered while the
+//! previous transaction ran and written together in the next one (group commit: one fsync for
+//! everything that queued up). Publishers get their answer once their events are durable.
+
+use super::publish::{hand_over, lease_fresh, Batch};
+use super::Engine;
+use crate::store::{Completion, NewEvent, StoreError};
+use std::sync::Weak;
+use tokio::sync::mpsc;
+
+/// Events per transaction at most.
+const EVENTS_PER_WRITE: usize = 2000;
+/// Attempt outcomes per transaction at most.
+const OUTCOMES_PER_WRITE: usize = 512;
+
+/// Runs until the engine is gone and every attempt has reported.
+pub(super) async fn run(
+    engine: Weak<Engine>,
+    mut events: mpsc::Receiver<Batch>,
+    mut outcomes: mpsc::Receiver<Completion>,
+) {
+    let (mut events_open, mut outcomes_open) = (true, true);
+    while events_open || outcomes_open {
+        let mut batches: Vec<Batch> = Vec::new();
+        let mut done: Vec<Completion> = Vec::new();
+        tokio::select! {
+            b = events.recv(), if events_open => match b {
+                Some(b) => batches.push(b),
+                None => events_open = false,
+            },
+            c = outcomes.recv(), if outcomes_open => match c {
+                Some(c) => done.push(c),
+                None => outcomes_open = false,
+            },
+        }
+        let mut n: usize = batches.iter().map(|(e, _)| e.len()).sum();
+        while n < EVENTS_PER_WRITE {
+            let Ok(b) = events.try_recv() else { break };
+            n += b.0.len();
+            batches.push(b);
+        }
+        while done.len() < OUTCOMES_PER_WRITE {
+            let Ok(c) = outcomes.try_recv() else { break };
+            done.push(c);
+        }
+        if batches.is_empty() && done.is_empty() {
+            continue;
+        }
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        write(&engine, batches, done).await;
+    }
+}
+
+async fn write(engine: &Engine, batches: Vec<Batch>, done: Vec<Completion>) {
+    let mut all: Vec<NewEvent> = Vec::with_capacity(batches.iter().map(|(e, _)| e.len()).sum());
+    let mut replies = Vec::with_capacity(batches.len());
+    for (events, reply) in batches {
+        replies.push((events.len(), reply));
+        all.extend(events);
+    }
+    let now = crate::ids::now_ms();
+    let (hot, backlog) = lease_fresh(engine, &mut all, now);
+    let result = match engine.store.write_batch(&all, &done, now).await {
+        Err(e) if !all.is_empty() && !done.is_empty() => {
+            // Each half alone, so a failure in one does not hold back the other.
+            tracing::warn!(error = %e, "a combined write failed; writing events and outcomes apart");
+            record_outcomes(engine, &done, now).await;
+            engine.store.write_batch(&all, &[], now).await
+        }
+        Err(e) if all.is_empty() => {
+            // The leases expire and these deliveries are attempted again: at-least-once.
+            tracing::error!(error = %e, n = done.len(), "recording attempts failed");
+            return;
+        }
+        other => other,
+    };
+    match result {
+        Ok(stored) => {
+            hand_over(engine, all, &stored, hot);
+            let mut rest = stored.into_iter();
+            for (len, reply) in replies {
+                let _ = reply.send(Ok(rest.by_ref().take(len).collect()));
+            }
+            if backlog {
+                engine.wake();
+            }
+        }
+        Err(e) => {
+            engine.hot.give_back(hot);
+            let message = e.to_string();
+            tracing::error!(error = %message, events = all.len(), "storing events failed");
+            for (_, reply) in replies {
+                let _ = reply.send(Err(StoreError::Corrupt(format!(
+                    "storing events failed: {message}"
+                ))));
+            }
+        }
+    }
+}
+
+async fn record_outcomes(engine: &Engine, done: &[Completion], now: i64) {
+    if let Err(e) = engine.store.write_batch(&[], done, now).await {
+        // The leases expire and these deliveries are attempted again: at-least-once.
+        tracing::error!(error = %e, n = done.len(), "recording attempts failed");
+    }
+}
