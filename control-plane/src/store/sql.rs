@@ -642,7 +642,7 @@ macro_rules! claim_sql {
 
 macro_rules! fifo_ready {
     () => {
-        "(NOT d.ordered OR NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.endpoint_id = d.endpoint_id AND p.id < d.id AND p.status IN ('pending', 'leased')))"
+        "(NOT d.ordered OR NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.endpoint_id = d.endpoint_id AND p.id < d.id AND p.ordered AND p.status IN ('pending', 'leased')))"
     };
 }
 
