@@ -97,11 +97,18 @@ pub struct EndpointInput {
     /// uncompressed payload.
     #[serde(default)]
     pub compression: Option<String>,
-    /// Body format: `json` (default) or `form` (`application/x-www-form-urlencoded`: one field
-    /// per top-level payload member, nested values as JSON text; the signature covers the form
-    /// body as sent).
+    /// Body format: `json` (default), `form` (`application/x-www-form-urlencoded`: one field
+    /// per top-level payload member, nested values as JSON text) or `xml` (`application/xml`).
+    /// The signature covers the body as sent.
     #[serde(default)]
     pub format: Option<String>,
+    /// A MiniJinja template that renders the body from `event` (`id`, `type`, `created_at`)
+    /// and `payload`; with format `json` its output must be JSON (`tojson` quotes values).
+    #[serde(default)]
+    pub template: Option<String>,
+    /// Deliver events in batches: one request carries up to `max_events` as a JSON array.
+    #[serde(default)]
+    pub batch: Option<Batching>,
     /// Disabled endpoints receive nothing.
     #[serde(default = "enabled")]
     pub enabled: bool,
@@ -116,6 +123,18 @@ pub struct EndpointInput {
 
 fn enabled() -> bool {
     true
+}
+
+/// Batched delivery: a request goes out when `max_events` are waiting, or `max_wait_ms` after
+/// the first of them. The body is a JSON array of `{"id", "type", "created_at", "data"}`; the
+/// batch succeeds or fails as one, and each event in it records the attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Batching {
+    /// Events per request at most, 2 to 1000.
+    pub max_events: u32,
+    /// Longest wait for a batch to fill, 1 to 60000 ms.
+    pub max_wait_ms: u64,
 }
 
 /// An endpoint (its secret is read separately).
@@ -151,8 +170,12 @@ pub struct Endpoint {
     pub header_style: Option<String>,
     /// `gzip` when request bodies are compressed.
     pub compression: Option<String>,
-    /// `json` or `form`.
+    /// `json`, `form` or `xml`.
     pub format: Option<String>,
+    /// The body template, when the payload is reshaped.
+    pub template: Option<String>,
+    /// Batching, when enabled.
+    pub batch: Option<Batching>,
     /// Whether deliveries are made.
     pub enabled: bool,
     /// Free-form labels.
@@ -189,6 +212,10 @@ struct Stored {
     compression: Option<String>,
     #[serde(default)]
     format: Option<String>,
+    #[serde(default)]
+    template: Option<String>,
+    #[serde(default)]
+    batch: Option<Batching>,
     enabled: bool,
     metadata: BTreeMap<String, String>,
 }
@@ -308,13 +335,40 @@ fn validate(input: &EndpointInput) -> Result<(), ApiError> {
     if input.compression.as_deref().is_some_and(|c| c != "gzip") {
         bad("compression", "gzip, or absent for none");
     }
-    match input.format.as_deref() {
-        None | Some("json") => {}
-        Some("form") if input.method.as_deref() == Some("GET") => {
-            bad("format", "form needs a method with a body, not GET");
+    use crate::delivery::body::{check_template, Format};
+    match Format::parse(input.format.as_deref()) {
+        None => bad("format", "json, form or xml"),
+        Some(Format::Form | Format::Xml) if input.method.as_deref() == Some("GET") => {
+            bad("format", "form and xml need a method with a body, not GET");
         }
-        Some("form") => {}
-        Some(_) => bad("format", "json or form"),
+        Some(_) => {}
+    }
+    if let Some(template) = &input.template {
+        if template.len() > 64 * 1024 {
+            bad("template", "at most 64 KiB");
+        } else if let Err(e) = check_template(template) {
+            bad("template", &e);
+        }
+    }
+    if let Some(b) = &input.batch {
+        if !(2..=1000).contains(&b.max_events) {
+            bad("batch.max_events", "2 to 1000");
+        }
+        if !(1..=60_000).contains(&b.max_wait_ms) {
+            bad("batch.max_wait_ms", "1 to 60000");
+        }
+        if input.ordered {
+            bad("batch", "not with ordered (FIFO) delivery");
+        }
+        if input.template.is_some() || !matches!(input.format.as_deref(), None | Some("json")) {
+            bad(
+                "batch",
+                "batches are JSON arrays: not with a template or another format",
+            );
+        }
+        if input.method.as_deref() == Some("GET") {
+            bad("batch", "batches need a method with a body, not GET");
+        }
     }
     match &input.retry_policy {
         Some(RetryPolicy::Exponential {
@@ -388,6 +442,8 @@ fn stored(input: EndpointInput) -> Stored {
         header_style: input.header_style,
         compression: input.compression,
         format: input.format,
+        template: input.template,
+        batch: input.batch,
         enabled: input.enabled,
         metadata: input.metadata,
     }
@@ -412,6 +468,8 @@ fn view(r: &Resource) -> Result<Endpoint, ApiError> {
         header_style: s.header_style,
         compression: s.compression,
         format: s.format,
+        template: s.template,
+        batch: s.batch,
         enabled: s.enabled,
         metadata: s.metadata,
         created_at: rfc3339(r.created_at),
@@ -677,8 +735,12 @@ pub struct EndpointRuntime {
     pub svix_headers: bool,
     /// Compress request bodies with gzip.
     pub gzip: bool,
-    /// Send the payload form-encoded instead of as JSON.
-    pub form: bool,
+    /// The body format.
+    pub format: crate::delivery::body::Format,
+    /// The body template.
+    pub template: Option<std::sync::Arc<str>>,
+    /// Batching.
+    pub batch: Option<Batching>,
 }
 
 impl EndpointRuntime {
@@ -747,7 +809,9 @@ pub fn runtime(
         query: s.query,
         svix_headers: s.header_style.as_deref() == Some("svix"),
         gzip: s.compression.as_deref() == Some("gzip"),
-        form: s.format.as_deref() == Some("form"),
+        format: crate::delivery::body::Format::parse(s.format.as_deref()).unwrap_or_default(),
+        template: s.template.map(std::sync::Arc::from),
+        batch: s.batch,
     })
 }
 
@@ -824,7 +888,9 @@ mod tests {
             query: BTreeMap::new(),
             svix_headers: false,
             gzip: false,
-            form: false,
+            format: Default::default(),
+            template: None,
+            batch: None,
         };
         assert!(e.subscribes("anything"));
         e.event_types = vec!["invoice.*".into(), "user.created".into()];

@@ -36,7 +36,8 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use endpoints::{
-    disable as disable_endpoint, runtime as endpoint_runtime, EndpointRuntime, RetryPolicy,
+    disable as disable_endpoint, runtime as endpoint_runtime, Batching, EndpointRuntime,
+    RetryPolicy,
 };
 pub use idempotency::RETENTION_MS as IDEMPOTENCY_RETENTION_MS;
 pub use keys::insert_key as keys_insert;

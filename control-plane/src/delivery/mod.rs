@@ -15,6 +15,7 @@
 //! - `writer`: group commit of events and attempt outcomes.
 //! - `endpoints`: the decrypted endpoint cache.
 
+pub mod body;
 pub mod breaker;
 mod endpoints;
 mod publish;
@@ -30,6 +31,7 @@ pub use publish::{PublishRequest, Published};
 use crate::secrets::MasterKeys;
 use crate::store::{Store, StoreError};
 use hookmesh_filter::Cidr;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify, Semaphore};
@@ -97,11 +99,13 @@ pub struct Engine {
     store_due: std::sync::atomic::AtomicBool,
     committer: mpsc::Sender<publish::Batch>,
     /// Per-endpoint concurrency: the semaphore and the limit it was made for.
-    in_flight: std::sync::Mutex<std::collections::HashMap<String, (Arc<Semaphore>, u32)>>,
+    in_flight: std::sync::Mutex<HashMap<String, (Arc<Semaphore>, u32)>>,
     /// Per-endpoint token buckets (the filter crate's arithmetic).
     buckets: std::sync::Mutex<hookmesh_filter::ratelimit::LocalRateLimitStore>,
+    /// Deliveries waiting to fill a batch, per batching endpoint.
+    gathering: std::sync::Mutex<HashMap<String, worker::Gathering>>,
     /// Per-endpoint circuit breakers (per process).
-    breakers: std::sync::Mutex<std::collections::HashMap<String, breaker::Breaker>>,
+    breakers: std::sync::Mutex<HashMap<String, breaker::Breaker>>,
     breaker_policy: breaker::Policy,
     disable_after_ms: i64,
 }
@@ -148,6 +152,7 @@ impl Engine {
             in_flight: std::sync::Mutex::default(),
             buckets: std::sync::Mutex::default(),
             breakers: std::sync::Mutex::default(),
+            gathering: std::sync::Mutex::default(),
             breaker_policy: breaker::Policy {
                 consecutive: settings.breaker_threshold,
                 ratio: settings.breaker_failure_ratio,

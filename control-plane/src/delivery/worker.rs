@@ -2,9 +2,11 @@
 //! outcome to a writer that records them in batches. At-least-once: a crash loses nothing
 //! stored, and leases in flight expire and are delivered again.
 
+use super::body::{self, EventView, Format};
 use super::retry::{default_policy, next_delay, parse_retry_after};
 use super::send::Outcome;
 use super::Engine;
+use crate::api::EndpointRuntime;
 use crate::store::{AttemptRow, Completion, DeliveryRow, EventRow};
 use rand::Rng;
 use std::collections::HashMap;
@@ -103,6 +105,7 @@ pub(super) async fn dispatch(
     // Retries fall due without a wake-up: the store is looked at this often at least.
     let mut last_look = tokio::time::Instant::now();
     loop {
+        let next_batch = flush_due(&engine, &done).await;
         if engine.store_due.swap(false, AtomicOrdering::AcqRel)
             || last_look.elapsed() >= Duration::from_millis(IDLE_MS)
             || soonest.is_some_and(|at| at <= crate::ids::now_ms())
@@ -166,6 +169,9 @@ pub(super) async fn dispatch(
             // deferred delivery falls due, or after 250 ms (retries, other replicas' work).
             let idle = soonest
                 .take()
+                .into_iter()
+                .chain(next_batch)
+                .min()
                 .map_or(IDLE_MS as i64, |at| (at - now).clamp(1, IDLE_MS as i64));
             tokio::select! {
                 Some(batch) = hot.recv() => {
@@ -204,6 +210,153 @@ pub(super) async fn dispatch(
     }
 }
 
+/// Deliveries travelling in one request, with their events.
+type BatchItems = Vec<(DeliveryRow, Arc<Loaded>)>;
+
+/// Deliveries to a batching endpoint waiting for their batch to fill or fall due.
+pub(super) struct Gathering {
+    items: BatchItems,
+    /// When the batch goes out even if not full (unix ms).
+    due: i64,
+}
+
+/// Adds a delivery to its endpoint's batch; a full batch falls due at once.
+fn gather(
+    engine: &Engine,
+    endpoint: &EndpointRuntime,
+    batching: crate::api::Batching,
+    d: DeliveryRow,
+    event: Arc<Loaded>,
+    now: i64,
+) {
+    let mut map = engine.gathering.lock().unwrap_or_else(|p| p.into_inner());
+    let g = map.entry(endpoint.id.clone()).or_insert_with(|| Gathering {
+        items: Vec::new(),
+        due: now + batching.max_wait_ms as i64,
+    });
+    g.items.push((d, event));
+    if g.items.len() >= batching.max_events as usize {
+        g.due = now;
+    }
+}
+
+/// Sends the batches that fell due; returns when the next one falls due.
+async fn flush_due(engine: &Arc<Engine>, done: &mpsc::Sender<Completion>) -> Option<i64> {
+    let now = crate::ids::now_ms();
+    let due: Vec<(String, BatchItems)> = {
+        let mut map = engine.gathering.lock().unwrap_or_else(|p| p.into_inner());
+        let ids: Vec<String> = map
+            .iter()
+            .filter(|(_, g)| g.due <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| map.remove(&id).map(|g| (id, g.items)))
+            .collect()
+    };
+    for (endpoint_id, items) in due {
+        let Some(endpoint) = engine.endpoints.get(&endpoint_id) else {
+            // Deleted meanwhile: the one-by-one path dead-letters them with the reason.
+            for (d, e) in items {
+                spawn_attempt(engine, done, d, Some(e), None).await;
+            }
+            continue;
+        };
+        // The endpoint's own limits count requests: a batch waits for a slot and a token.
+        let mut slot = None;
+        let mut wait = None;
+        if let Some(limit) = endpoint.max_concurrency {
+            match engine.endpoint_slot(&endpoint.id, limit) {
+                Some(s) => slot = Some(s),
+                None => wait = Some(20),
+            }
+        }
+        if let (None, Some(rate)) = (wait, endpoint.rate_limit_per_sec) {
+            if let Err(w) = engine.endpoint_token(&endpoint.id, rate, now) {
+                wait = Some(w);
+            }
+        }
+        if let Some(w) = wait {
+            let mut map = engine.gathering.lock().unwrap_or_else(|p| p.into_inner());
+            let g = map.entry(endpoint_id).or_insert_with(|| Gathering {
+                items: Vec::new(),
+                due: now + w,
+            });
+            g.due = g.due.min(now + w);
+            let mut items = items;
+            items.append(&mut g.items);
+            g.items = items;
+            continue;
+        }
+        // Deliveries that queued while the batch waited for a slot make more than one.
+        let per_request = endpoint
+            .batch
+            .map_or(items.len(), |b| b.max_events as usize)
+            .max(1);
+        let mut items = items;
+        let rest = items.split_off(per_request.min(items.len()));
+        if !rest.is_empty() {
+            let mut map = engine.gathering.lock().unwrap_or_else(|p| p.into_inner());
+            let g = map.entry(endpoint_id).or_insert_with(|| Gathering {
+                items: Vec::new(),
+                due: now,
+            });
+            let mut rest = rest;
+            rest.append(&mut g.items);
+            g.items = rest;
+            g.due = now;
+        }
+        spawn_batch(engine, done, endpoint, items, slot).await;
+    }
+    let map = engine.gathering.lock().unwrap_or_else(|p| p.into_inner());
+    map.values().map(|g| g.due).min()
+}
+
+async fn spawn_batch(
+    engine: &Arc<Engine>,
+    done: &mpsc::Sender<Completion>,
+    endpoint: Arc<EndpointRuntime>,
+    items: BatchItems,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    let Ok(permit) = engine.permits.clone().acquire_owned().await else {
+        return;
+    };
+    let (engine, done) = (engine.clone(), done.clone());
+    tokio::spawn(async move {
+        let completions = attempt_batch(&engine, &endpoint, items).await;
+        // The breaker sees one request, not one per event in it.
+        if let Some(first) = completions.first() {
+            engine.observe(&endpoint.id, first).await;
+        }
+        for c in completions {
+            let _ = done.send(c).await;
+        }
+        drop((permit, slot));
+    });
+}
+
+async fn spawn_attempt(
+    engine: &Arc<Engine>,
+    done: &mpsc::Sender<Completion>,
+    d: DeliveryRow,
+    event: Option<Arc<Loaded>>,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> bool {
+    let Ok(permit) = engine.permits.clone().acquire_owned().await else {
+        return false;
+    };
+    let (engine, done) = (engine.clone(), done.clone());
+    tokio::spawn(async move {
+        let endpoint = d.endpoint_id.clone();
+        let completion = attempt(&engine, d, event).await;
+        engine.observe(&endpoint, &completion).await;
+        let _ = done.send(completion).await;
+        drop((permit, slot));
+    });
+    true
+}
+
 /// Starts an attempt for each leased delivery, each holding a global slot (waiting for one
 /// when all are taken). A delivery its endpoint's limits hold back goes back to the store due
 /// shortly, without counting as an attempt. False once the engine is shutting down.
@@ -220,6 +373,10 @@ async fn launch(
         if let Some(ep) = engine.endpoints.get(&d.endpoint_id) {
             if let super::breaker::Gate::Wait(until) = engine.breaker_gate(&ep.id, now) {
                 deferred.push((d.id, until));
+                continue;
+            }
+            if let (Some(batching), Some(e)) = (ep.batch, &event) {
+                gather(engine, &ep, batching, d, e.clone(), now);
                 continue;
             }
             // The slot first: a delivery deferred for concurrency must not spend a token.
@@ -239,17 +396,9 @@ async fn launch(
                 }
             }
         }
-        let Ok(permit) = engine.permits.clone().acquire_owned().await else {
+        if !spawn_attempt(engine, done, d, event, slot).await {
             return false;
-        };
-        let (engine, done) = (engine.clone(), done.clone());
-        tokio::spawn(async move {
-            let endpoint = d.endpoint_id.clone();
-            let completion = attempt(&engine, d, event).await;
-            engine.observe(&endpoint, &completion).await;
-            let _ = done.send(completion).await;
-            drop((permit, slot));
-        });
+        }
     }
     if !deferred.is_empty() {
         let first = deferred.iter().map(|(_, at)| *at).min();
@@ -259,27 +408,6 @@ async fn launch(
         }
     }
     true
-}
-
-/// A JSON payload as `application/x-www-form-urlencoded`: one field per top-level member
-/// (strings as they are, other values as JSON text); a payload that is not an object becomes
-/// the single field `payload`.
-fn form_body(payload: &str) -> bytes::Bytes {
-    let mut form = url::form_urlencoded::Serializer::new(String::new());
-    match serde_json::from_str::<serde_json::Value>(payload) {
-        Ok(serde_json::Value::Object(members)) => {
-            for (name, value) in &members {
-                match value {
-                    serde_json::Value::String(s) => form.append_pair(name, s),
-                    other => form.append_pair(name, &other.to_string()),
-                };
-            }
-        }
-        _ => {
-            form.append_pair("payload", payload);
-        }
-    }
-    bytes::Bytes::from(form.finish())
 }
 
 fn gzip(body: &[u8]) -> bytes::Bytes {
@@ -317,13 +445,11 @@ fn mask_headers(headers: &[(String, String)]) -> String {
     serde_json::Value::Object(masked).to_string()
 }
 
-async fn attempt(engine: &Engine, d: DeliveryRow, event: Option<Arc<Loaded>>) -> Completion {
-    let now = crate::ids::now_ms();
-    let n = d.attempts + 1;
-    let mut row = AttemptRow {
+fn new_attempt(d: &DeliveryRow, now: i64) -> AttemptRow {
+    AttemptRow {
         id: crate::ids::new_id("att"),
         delivery_id: d.id.clone(),
-        attempt: n,
+        attempt: d.attempts + 1,
         started_at: now,
         duration_ms: 0,
         status_code: None,
@@ -332,56 +458,57 @@ async fn attempt(engine: &Engine, d: DeliveryRow, event: Option<Arc<Loaded>>) ->
         response_body: None,
         error_class: None,
         error: None,
-    };
-    let dead = |mut row: AttemptRow, class: &'static str, why: String| {
-        row.error_class = Some(class.into());
-        row.error = Some(why.clone());
-        Completion {
-            attempt: row,
-            status: "dead",
-            next_attempt_at: now,
-            last_error: Some(why),
-        }
-    };
-    let Some(event) = event else {
-        return dead(row, "event_missing", "the event no longer exists".into());
-    };
-    let Some(endpoint) = engine.endpoints.get(&d.endpoint_id) else {
-        return dead(row, "endpoint_missing", "the endpoint was deleted".into());
-    };
-    if !endpoint.enabled {
-        return dead(row, "endpoint_disabled", "the endpoint is disabled".into());
     }
-    // The signature covers the body as the receiver's framework hands it over: the form for
-    // form endpoints, the JSON otherwise (before any compression).
-    let (payload, content_type) = if endpoint.form {
-        (
-            form_body(event.payload()),
-            "application/x-www-form-urlencoded",
-        )
-    } else {
-        (event.body.clone(), "application/json")
-    };
-    let mut headers = match super::sign::headers(
-        &event.row.id,
+}
+
+fn dead(mut row: AttemptRow, class: &'static str, why: String, now: i64) -> Completion {
+    row.error_class = Some(class.into());
+    row.error = Some(why.clone());
+    Completion {
+        attempt: row,
+        status: "dead",
+        next_attempt_at: now,
+        last_error: Some(why),
+    }
+}
+
+/// A signed request, ready to send.
+struct Request<'a> {
+    headers: Vec<(String, String)>,
+    query: Vec<(&'a str, &'a str)>,
+    body: bytes::Bytes,
+}
+
+/// Signs `payload` (as the receiver's framework hands it over: before any compression) and
+/// adds the endpoint's headers, query and compression.
+fn request<'a>(
+    endpoint: &'a EndpointRuntime,
+    message_id: &str,
+    now: i64,
+    payload: bytes::Bytes,
+    get_payload: Option<&'a str>,
+) -> Result<Request<'a>, String> {
+    let mut headers = super::sign::headers(
+        message_id,
         now / 1000,
         &payload,
         &endpoint.secrets,
         endpoint.svix_headers,
-    ) {
-        Ok(h) => h,
-        Err(e) => return dead(row, "signing", e.to_string()),
-    };
-    headers.push(("content-type".to_owned(), content_type.to_owned()));
+    )
+    .map_err(|e| e.to_string())?;
+    headers.push((
+        "content-type".to_owned(),
+        endpoint.format.content_type().to_owned(),
+    ));
     headers.extend(endpoint.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
-    // GET carries the payload in the query; the signature still covers the same payload bytes.
     let mut query: Vec<(&str, &str)> = endpoint
         .query
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let body = if endpoint.method == "GET" {
-        query.push(("payload", event.payload()));
+    // GET carries the payload in the query; the signature still covers the same payload bytes.
+    let body = if let Some(p) = get_payload {
+        query.push(("payload", p));
         bytes::Bytes::new()
     } else if endpoint.gzip {
         headers.push(("content-encoding".to_owned(), "gzip".to_owned()));
@@ -389,18 +516,65 @@ async fn attempt(engine: &Engine, d: DeliveryRow, event: Option<Arc<Loaded>>) ->
     } else {
         payload
     };
-    row.request_headers = mask_headers(&headers);
-    let out: Outcome = engine
+    Ok(Request {
+        headers,
+        query,
+        body,
+    })
+}
+
+async fn send(engine: &Engine, endpoint: &EndpointRuntime, req: Request<'_>) -> Outcome {
+    engine
         .sender
         .send(
             &endpoint.method,
             &endpoint.url,
-            &query,
-            &headers,
-            body,
+            &req.query,
+            &req.headers,
+            req.body,
             endpoint.timeout,
         )
-        .await;
+        .await
+}
+
+/// What an attempt's response means for every delivery it carried.
+enum Verdict {
+    Succeeded,
+    /// 410: the receiver wants no more.
+    Gone,
+    Failed {
+        class: &'static str,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+fn judge(out: &Outcome, now: i64) -> Verdict {
+    let (class, message) = match (out.status, &out.error) {
+        (Some(s), _) if (200..300).contains(&s) => return Verdict::Succeeded,
+        // Standard Webhooks: 410 Gone means the receiver wants no more deliveries.
+        (Some(410), _) => return Verdict::Gone,
+        (Some(s), _) => ("status", format!("the endpoint answered {s}")),
+        (None, Some((class, msg))) => (*class, msg.clone()),
+        (None, None) => ("request", "no response".into()),
+    };
+    let retry_after = match out.status {
+        Some(429 | 502 | 503 | 504) => out
+            .retry_after
+            .as_deref()
+            .and_then(|v| parse_retry_after(v, now / 1000)),
+        _ => None,
+    };
+    Verdict::Failed {
+        class,
+        message,
+        retry_after,
+    }
+}
+
+/// Records the response in the attempt row.
+fn record(row: &mut AttemptRow, out: &Outcome, request_headers: &str) {
+    row.request_headers = request_headers.to_owned();
     row.duration_ms = out.duration.as_millis() as i64;
     row.status_code = out.status.map(i64::from);
     if out.status.is_some() {
@@ -410,78 +584,175 @@ async fn attempt(engine: &Engine, d: DeliveryRow, event: Option<Arc<Loaded>>) ->
             .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
             .collect();
         row.response_headers = Some(serde_json::Value::Object(h).to_string());
-        row.response_body = Some(out.body);
+        row.response_body = Some(out.body.clone());
     }
-    let failure = match (out.status, &out.error) {
-        (Some(s), _) if (200..300).contains(&s) => {
+}
+
+/// The next step for one delivery after an attempt: done, retry at the policy's next time, or
+/// dead letter.
+fn conclude(
+    endpoint: &EndpointRuntime,
+    mut row: AttemptRow,
+    verdict: &Verdict,
+    event_created_at: i64,
+    now: i64,
+) -> Completion {
+    let (class, message, retry_after) = match verdict {
+        Verdict::Succeeded => {
             return Completion {
                 attempt: row,
                 status: "succeeded",
                 next_attempt_at: now,
                 last_error: None,
-            };
-        }
-        (Some(410), _) => {
-            // Standard Webhooks: 410 Gone means the receiver wants no more deliveries.
-            if let Err(e) = crate::api::disable_endpoint(
-                &*engine.store,
-                &endpoint.id,
-                "the endpoint answered 410 Gone",
-            )
-            .await
-            {
-                tracing::warn!(endpoint = %endpoint.id, error = %e, "could not disable the endpoint");
             }
-            engine.endpoints.changed();
+        }
+        Verdict::Gone => {
             return dead(
                 row,
                 "gone",
                 "the endpoint answered 410 Gone and was disabled".into(),
-            );
+                now,
+            )
         }
-        (Some(s), _) => ("status", format!("the endpoint answered {s}")),
-        (None, Some((class, msg))) => (*class, msg.clone()),
-        (None, None) => ("request", "no response".into()),
+        Verdict::Failed {
+            class,
+            message,
+            retry_after,
+        } => (*class, message, *retry_after),
     };
-    row.error_class = Some(failure.0.into());
-    row.error = Some(failure.1.clone());
-    let retry_after = match out.status {
-        Some(429 | 502 | 503 | 504) => out
-            .retry_after
-            .as_deref()
-            .and_then(|v| parse_retry_after(v, now / 1000)),
-        _ => None,
-    };
+    row.error_class = Some(class.into());
+    row.error = Some(message.clone());
+    let n = row.attempt;
     let policy = endpoint.retry_policy.clone().unwrap_or_else(default_policy);
-    let age = Duration::from_millis(now.saturating_sub(event.row.created_at).max(0) as u64);
+    let age = Duration::from_millis(now.saturating_sub(event_created_at).max(0) as u64);
     let jitter = rand::thread_rng().gen_range(0.8..1.2);
     match next_delay(&policy, n as u32, age, retry_after, jitter) {
         Some(delay) => Completion {
             attempt: row,
             status: "pending",
             next_attempt_at: now + delay.as_millis() as i64,
-            last_error: Some(failure.1),
+            last_error: Some(message.clone()),
         },
-        None => {
-            let why = format!("attempts exhausted after {n}: {}", failure.1);
-            Completion {
-                attempt: row,
-                status: "dead",
-                next_attempt_at: now,
-                last_error: Some(why),
-            }
-        }
+        None => Completion {
+            attempt: row,
+            status: "dead",
+            next_attempt_at: now,
+            last_error: Some(format!("attempts exhausted after {n}: {message}")),
+        },
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::form_body;
-
-    #[test]
-    fn payloads_that_are_not_objects_travel_whole_in_one_field() {
-        assert_eq!(&form_body("[1,2]")[..], b"payload=%5B1%2C2%5D");
-        assert_eq!(&form_body("\"a b\"")[..], b"payload=%22a+b%22");
-        assert_eq!(&form_body(r#"{"a":null,"b":"x y"}"#)[..], b"a=null&b=x+y");
+async fn disable_gone(engine: &Engine, endpoint: &EndpointRuntime) {
+    if let Err(e) = crate::api::disable_endpoint(
+        &*engine.store,
+        &endpoint.id,
+        "the endpoint answered 410 Gone",
+    )
+    .await
+    {
+        tracing::warn!(endpoint = %endpoint.id, error = %e, "could not disable the endpoint");
     }
+    engine.endpoints.changed();
+}
+
+fn view(event: &Loaded) -> EventView<'_> {
+    EventView {
+        id: &event.row.id,
+        event_type: &event.row.event_type,
+        created_at: event.row.created_at,
+        payload: event.payload(),
+    }
+}
+
+async fn attempt(engine: &Engine, d: DeliveryRow, event: Option<Arc<Loaded>>) -> Completion {
+    let now = crate::ids::now_ms();
+    let row = new_attempt(&d, now);
+    let Some(event) = event else {
+        return dead(
+            row,
+            "event_missing",
+            "the event no longer exists".into(),
+            now,
+        );
+    };
+    let Some(endpoint) = engine.endpoints.get(&d.endpoint_id) else {
+        return dead(
+            row,
+            "endpoint_missing",
+            "the endpoint was deleted".into(),
+            now,
+        );
+    };
+    if !endpoint.enabled {
+        return dead(
+            row,
+            "endpoint_disabled",
+            "the endpoint is disabled".into(),
+            now,
+        );
+    }
+    let payload = if endpoint.format == Format::Json && endpoint.template.is_none() {
+        event.body.clone()
+    } else {
+        match body::render(endpoint.format, endpoint.template.as_deref(), &view(&event)) {
+            Ok(b) => bytes::Bytes::from(b),
+            // The same event and template fail the same way: retrying cannot help.
+            Err(e) => return dead(row, "template", e, now),
+        }
+    };
+    let get_payload = (endpoint.method == "GET").then(|| event.payload());
+    let req = match request(&endpoint, &event.row.id, now, payload, get_payload) {
+        Ok(r) => r,
+        Err(e) => return dead(row, "signing", e, now),
+    };
+    let request_headers = mask_headers(&req.headers);
+    let out = send(engine, &endpoint, req).await;
+    let verdict = judge(&out, now);
+    if matches!(verdict, Verdict::Gone) {
+        disable_gone(engine, &endpoint).await;
+    }
+    let mut row = row;
+    record(&mut row, &out, &request_headers);
+    conclude(&endpoint, row, &verdict, event.row.created_at, now)
+}
+
+/// One request for a batch of deliveries to a batching endpoint; every delivery records it.
+async fn attempt_batch(
+    engine: &Engine,
+    endpoint: &EndpointRuntime,
+    items: BatchItems,
+) -> Vec<Completion> {
+    let now = crate::ids::now_ms();
+    let fail_all = |class: &'static str, why: String| {
+        items
+            .iter()
+            .map(|(d, _)| dead(new_attempt(d, now), class, why.clone(), now))
+            .collect::<Vec<_>>()
+    };
+    if !endpoint.enabled {
+        return fail_all("endpoint_disabled", "the endpoint is disabled".into());
+    }
+    let views: Vec<EventView> = items.iter().map(|(_, e)| view(e)).collect();
+    let payload = bytes::Bytes::from(body::batch(&views));
+    // Each request has its own message id: a retried event may travel in another batch, and
+    // receivers deduplicating by webhook-id must not drop it. The events' ids are in the body.
+    let message_id = crate::ids::new_id("msg");
+    let req = match request(endpoint, &message_id, now, payload, None) {
+        Ok(r) => r,
+        Err(e) => return fail_all("signing", e),
+    };
+    let request_headers = mask_headers(&req.headers);
+    let out = send(engine, endpoint, req).await;
+    let verdict = judge(&out, now);
+    if matches!(verdict, Verdict::Gone) {
+        disable_gone(engine, endpoint).await;
+    }
+    items
+        .iter()
+        .map(|(d, e)| {
+            let mut row = new_attempt(d, now);
+            record(&mut row, &out, &request_headers);
+            conclude(endpoint, row, &verdict, e.row.created_at, now)
+        })
+        .collect()
 }

@@ -1005,7 +1005,7 @@ async fn form_endpoints_receive_signed_form_bodies(app: TestApp) {
     let t = app.tenant("acme").await;
     let rx = Receiver::start();
     for (body, why) in [
-        (json!({"format": "xml"}), "unknown format"),
+        (json!({"format": "yaml"}), "unknown format"),
         (
             json!({"format": "form", "method": "GET"}),
             "GET has no body",
@@ -1076,4 +1076,222 @@ async fn wait_count(rx: &Receiver, n: usize) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+both!(batching_endpoints_receive_signed_arrays_of_every_event_once);
+
+async fn batching_endpoints_receive_signed_arrays_of_every_event_once(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let rx = Receiver::start();
+    let batch = json!({"max_events": 10, "max_wait_ms": 1500});
+    for (extra, field) in [
+        (
+            json!({"batch": {"max_events": 1, "max_wait_ms": 100}}),
+            "batch.max_events",
+        ),
+        (
+            json!({"batch": {"max_events": 5, "max_wait_ms": 0}}),
+            "batch.max_wait_ms",
+        ),
+        (json!({"batch": batch, "format": "form"}), "batch"),
+        (json!({"batch": batch, "ordered": true}), "batch"),
+    ] {
+        let mut body = extra;
+        body["tenant_id"] = json!(t);
+        body["url"] = json!(rx.url("/"));
+        let r = app.post("/v1/endpoints", ADMIN, body).await.expect(422);
+        assert_eq!(r.json["errors"][0]["field"], field, "{}", r.json);
+    }
+    let ep = endpoint(&app, &t, json!({"url": rx.url("/batch"), "batch": batch})).await;
+    let start = Instant::now();
+    publish_numbered(&app, &t, "batched", 25).await;
+    let published_in = start.elapsed();
+    let events_in = |rx: &Receiver| -> usize {
+        rx.received()
+            .iter()
+            .map(|g| {
+                serde_json::from_slice::<Value>(&g.body)
+                    .unwrap()
+                    .as_array()
+                    .unwrap()
+                    .len()
+            })
+            .sum()
+    };
+    if published_in < Duration::from_millis(1000) {
+        // Full batches go at once; the partial one waits.
+        while events_in(&rx) < 20 {
+            assert!(
+                start.elapsed() < Duration::from_millis(1400),
+                "full batches waited: {} events by {:?}",
+                events_in(&rx),
+                start.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(events_in(&rx), 20, "the partial batch went before its wait");
+    }
+    while events_in(&rx) < 25 {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "only {} of 25 events arrived",
+            events_in(&rx)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = rx.received();
+    let mut sizes: Vec<usize> = got
+        .iter()
+        .map(|g| {
+            serde_json::from_slice::<Value>(&g.body)
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .collect();
+    if published_in < Duration::from_millis(1500) {
+        // Two full batches at once, the rest once the first of it waited 1.5 s.
+        sizes.sort_unstable();
+        assert_eq!(sizes, [5, 10, 10]);
+        assert!(
+            start.elapsed() >= Duration::from_millis(1400),
+            "the partial batch did not wait"
+        );
+    }
+    assert!(sizes.iter().all(|n| *n <= 10), "{sizes:?}");
+    let mut seen: Vec<i64> = Vec::new();
+    for g in &got {
+        assert_eq!(g.header_values("content-type"), ["application/json"]);
+        assert_signed(&app, &ep, g, &g.body, "/batch").await;
+        for envelope in serde_json::from_slice::<Value>(&g.body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+        {
+            assert_eq!(envelope["type"], "batched");
+            assert!(envelope["id"].as_str().unwrap().starts_with("evt_"));
+            seen.push(envelope["data"]["i"].as_i64().unwrap());
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..25).collect::<Vec<_>>(),
+        "every event exactly once"
+    );
+    // Every delivery in a batch records the attempt and succeeds with it.
+    loop {
+        let list = app
+            .get(
+                &format!("/v1/deliveries?endpoint_id={ep}&status=succeeded&limit=100"),
+                ADMIN,
+            )
+            .await
+            .expect(200)
+            .json;
+        let n = list["data"].as_array().unwrap().len();
+        if n == 25 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{n} of 25 recorded: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+both!(templates_and_xml_shape_the_signed_body);
+
+async fn templates_and_xml_shape_the_signed_body(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let rx = Receiver::start();
+    let r = app
+        .post(
+            "/v1/endpoints",
+            ADMIN,
+            json!({"tenant_id": t, "url": rx.url("/"), "template": "{% if %}"}),
+        )
+        .await
+        .expect(422);
+    assert_eq!(r.json["errors"][0]["field"], "template", "{}", r.json);
+    let slack = endpoint(
+        &app,
+        &t,
+        json!({
+            "url": rx.url("/slack"),
+            "event_types": ["invoice.paid"],
+            "template": r#"{"text": {{ ("Invoice " ~ payload.number ~ " paid: " ~ payload.amount) | tojson }}, "event": {{ event.id | tojson }}}"#,
+        }),
+    )
+    .await;
+    let xml = endpoint(
+        &app,
+        &t,
+        json!({"url": rx.url("/xml"), "event_types": ["invoice.paid"], "format": "xml"}),
+    )
+    .await;
+    let broken = endpoint(
+        &app,
+        &t,
+        json!({"url": rx.url("/broken"), "event_types": ["invoice.paid"], "template": "{{ payload.missing }}"}),
+    )
+    .await;
+    let e = app
+        .post(
+            "/v1/events",
+            ADMIN,
+            json!({"tenant_id": t, "event_type": "invoice.paid", "payload": {"number": "A-7", "amount": 12.5, "note": "<fast> & \"safe\""}}),
+        )
+        .await
+        .expect(202);
+    let event_id = e.json["id"].as_str().unwrap().to_owned();
+    wait_count(&rx, 2).await;
+    let got = rx.received();
+    let slack_got = got
+        .iter()
+        .find(|g| g.path == "/slack")
+        .expect("the template endpoint got it");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&slack_got.body).unwrap(),
+        json!({"text": "Invoice A-7 paid: 12.5", "event": event_id})
+    );
+    assert_signed(&app, &slack, slack_got, &slack_got.body, "/slack").await;
+    let xml_got = got
+        .iter()
+        .find(|g| g.path == "/xml")
+        .expect("the xml endpoint got it");
+    assert_eq!(xml_got.header_values("content-type"), ["application/xml"]);
+    let text = String::from_utf8(xml_got.body.clone()).unwrap();
+    assert!(
+        text.contains(&format!(r#"<event id="{event_id}" type="invoice.paid""#)),
+        "{text}"
+    );
+    assert!(
+        text.contains("<number>A-7</number>") && text.contains("<amount>12.5</amount>"),
+        "{text}"
+    );
+    assert!(
+        text.contains("<note>&lt;fast&gt; &amp; &quot;safe&quot;</note>"),
+        "{text}"
+    );
+    assert_signed(&app, &xml, xml_got, &xml_got.body, "/xml").await;
+    // A template that fails on this event dead-letters it with the reason, without a request.
+    let list = app
+        .get(&format!("/v1/deliveries?endpoint_id={broken}"), ADMIN)
+        .await
+        .expect(200)
+        .json;
+    let d = list["data"][0]["id"].as_str().unwrap().to_owned();
+    let dead = wait_delivery(&app, &d, |d| d["status"] == "dead").await;
+    assert!(
+        dead["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("payload.missing")
+            || dead["last_error"].as_str().unwrap().contains("undefined"),
+        "{dead}"
+    );
+    assert!(rx.received().iter().all(|g| g.path != "/broken"));
 }
