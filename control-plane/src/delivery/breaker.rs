@@ -104,6 +104,14 @@ impl Default for Breaker {
 const MAX_COOLDOWN_MS: i64 = 10 * 60 * 1000;
 
 impl Breaker {
+    /// When an open circuit lets its probe through (unix ms); `None` unless open.
+    pub fn open_until(&self) -> Option<i64> {
+        match self.state {
+            State::Open { until } => Some(until),
+            _ => None,
+        }
+    }
+
     /// Whether a delivery may be attempted at `now`.
     pub fn gate(&mut self, now: i64) -> Gate {
         match self.state {

@@ -21,6 +21,8 @@ pub struct EndpointCache {
     keys: Arc<MasterKeys>,
     index: RwLock<Arc<Index>>,
     dirty: Notify,
+    /// When a miss last reloaded the index: misses reload at most once a second.
+    last_miss_reload: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl EndpointCache {
@@ -33,6 +35,7 @@ impl EndpointCache {
             keys,
             index: RwLock::default(),
             dirty: Notify::new(),
+            last_miss_reload: tokio::sync::Mutex::new(None),
         });
         cache.refresh().await?;
         Ok(cache)
@@ -45,6 +48,25 @@ impl EndpointCache {
     /// An endpoint by id.
     pub fn get(&self, id: &str) -> Option<Arc<EndpointRuntime>> {
         self.current().by_id.get(id).cloned()
+    }
+
+    /// An endpoint by id, reloading the index first when it is not there: another replica may
+    /// have created it since the last refresh. A delivery is only given up on as "endpoint
+    /// deleted" after this.
+    pub async fn get_fresh(&self, id: &str) -> Option<Arc<EndpointRuntime>> {
+        if let Some(e) = self.get(id) {
+            return Some(e);
+        }
+        let mut last = self.last_miss_reload.lock().await;
+        // A reload that began after this miss was noticed answers it too.
+        if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            if let Err(e) = self.refresh().await {
+                tracing::warn!(error = %e, "reloading endpoints after a miss failed");
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        drop(last);
+        self.get(id)
     }
 
     /// The tenant's enabled endpoints subscribed to `event_type`.

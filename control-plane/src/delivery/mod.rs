@@ -104,6 +104,8 @@ pub struct Engine {
     buckets: std::sync::Mutex<hookmesh_filter::ratelimit::LocalRateLimitStore>,
     /// Deliveries waiting to fill a batch, per batching endpoint.
     gathering: std::sync::Mutex<HashMap<String, worker::Gathering>>,
+    /// Circuits open in the store (any replica's), by endpoint: open until (unix ms).
+    shared_circuits: std::sync::RwLock<HashMap<String, i64>>,
     /// Per-endpoint circuit breakers (per process).
     breakers: std::sync::Mutex<HashMap<String, breaker::Breaker>>,
     breaker_policy: breaker::Policy,
@@ -153,6 +155,7 @@ impl Engine {
             buckets: std::sync::Mutex::default(),
             breakers: std::sync::Mutex::default(),
             gathering: std::sync::Mutex::default(),
+            shared_circuits: std::sync::RwLock::default(),
             breaker_policy: breaker::Policy {
                 consecutive: settings.breaker_threshold,
                 ratio: settings.breaker_failure_ratio,
@@ -163,6 +166,7 @@ impl Engine {
             .normalized(),
             disable_after_ms: settings.disable_after.as_millis() as i64,
         });
+        engine.spawn_circuit_refresher(Duration::from_millis(500));
         let writers = writer::run(Arc::downgrade(&engine), commit_rx, done_rx);
         if engine.store.backend() == "sqlite" {
             // SQLite has one writer, and each statement is a round trip to its thread. Run
@@ -218,9 +222,68 @@ impl Engine {
 
     /// Whether a delivery to an endpoint may be attempted now (its circuit breaker).
     fn breaker_gate(&self, endpoint: &str, now: i64) -> breaker::Gate {
-        let mut map = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-        map.get_mut(endpoint)
-            .map_or(breaker::Gate::Pass, |b| b.gate(now))
+        let local = {
+            let mut map = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+            map.get_mut(endpoint)
+                .map_or(breaker::Gate::Pass, |b| b.gate(now))
+        };
+        if local != breaker::Gate::Pass {
+            // This process's own breaker decides its probes.
+            return local;
+        }
+        // Another replica may have opened the circuit.
+        let shared = self
+            .shared_circuits
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        match shared.get(endpoint) {
+            Some(&until) if until > now => breaker::Gate::Wait(until),
+            _ => breaker::Gate::Pass,
+        }
+    }
+
+    /// Keeps the circuits other replicas opened in view, until the engine is gone.
+    fn spawn_circuit_refresher(self: &Arc<Self>, period: Duration) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(engine) = me.upgrade() else { return };
+                match engine.store.open_circuits(crate::ids::now_ms()).await {
+                    Ok(open) => {
+                        *engine
+                            .shared_circuits
+                            .write()
+                            .unwrap_or_else(|p| p.into_inner()) = open.into_iter().collect();
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reading shared circuit states failed"),
+                }
+            }
+        });
+    }
+
+    /// Shares a transition of this process's breaker with the other replicas.
+    async fn share_circuit(&self, endpoint_id: &str, transition: breaker::Transition, now: i64) {
+        let open_until = match transition {
+            breaker::Transition::Opened => self
+                .breakers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(endpoint_id)
+                .and_then(breaker::Breaker::open_until),
+            breaker::Transition::Closed => None,
+        };
+        if let Err(e) = self.store.set_circuit(endpoint_id, open_until, now).await {
+            tracing::warn!(endpoint = %endpoint_id, error = %e, "sharing the circuit state failed");
+        }
+        let mut shared = self
+            .shared_circuits
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        match open_until {
+            Some(until) => shared.insert(endpoint_id.to_owned(), until),
+            None => shared.remove(endpoint_id),
+        };
     }
 
     /// Feeds an attempt's outcome to the endpoint's breaker; announces transitions and disables
@@ -245,6 +308,9 @@ impl Engine {
             };
             (b.record(ok, now, &self.breaker_policy), b.failing_since)
         };
+        if let Some(t) = transition {
+            self.share_circuit(endpoint_id, t, now).await;
+        }
         let Some(ep) = self.endpoints.get(endpoint_id) else {
             return;
         };

@@ -370,7 +370,7 @@ async fn launch(
     let mut deferred = Vec::new();
     for (d, event) in deliveries {
         let mut slot = None;
-        if let Some(ep) = engine.endpoints.get(&d.endpoint_id) {
+        if let Some(ep) = engine.endpoints.get_fresh(&d.endpoint_id).await {
             if let super::breaker::Gate::Wait(until) = engine.breaker_gate(&ep.id, now) {
                 deferred.push((d.id, until));
                 continue;
@@ -675,7 +675,7 @@ async fn attempt(engine: &Engine, d: DeliveryRow, event: Option<Arc<Loaded>>) ->
             now,
         );
     };
-    let Some(endpoint) = engine.endpoints.get(&d.endpoint_id) else {
+    let Some(endpoint) = engine.endpoints.get_fresh(&d.endpoint_id).await else {
         return dead(
             row,
             "endpoint_missing",

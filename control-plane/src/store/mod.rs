@@ -438,6 +438,15 @@ pub trait Store: Send + Sync + 'static {
     async fn requeue_deliveries(&self, ids: &[String], now: i64) -> Result<u64, StoreError>;
     /// Events by id.
     async fn events_by_id(&self, ids: &[String]) -> Result<Vec<EventRow>, StoreError>;
+    /// Records that an endpoint's circuit is open until then (unix ms), or closed (`None`).
+    async fn set_circuit(
+        &self,
+        endpoint_id: &str,
+        open_until: Option<i64>,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// The circuits open at `now`: (endpoint id, open until).
+    async fn open_circuits(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError>;
     /// Makes a delivery due now (manual retry); false when it does not exist.
     async fn retry_delivery(&self, id: &str, now: i64) -> Result<bool, StoreError>;
     /// A page of events.

@@ -529,6 +529,36 @@ macro_rules! sql_store {
                 Ok(out)
             }
 
+            async fn set_circuit(&self, endpoint_id: &str, open_until: Option<i64>, now: i64) -> Result<(), StoreError> {
+                match open_until {
+                    Some(until) => sqlx::query(
+                        "INSERT INTO endpoint_circuits (endpoint_id, open_until, updated_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (endpoint_id) DO UPDATE SET open_until = excluded.open_until, updated_at = excluded.updated_at",
+                    )
+                    .bind(endpoint_id)
+                    .bind(until)
+                    .bind(now)
+                    .execute(&self.writer)
+                    .await?,
+                    None => sqlx::query("DELETE FROM endpoint_circuits WHERE endpoint_id = $1")
+                        .bind(endpoint_id)
+                        .execute(&self.writer)
+                        .await?,
+                };
+                Ok(())
+            }
+
+            async fn open_circuits(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
+                use sqlx::Row as _;
+                let rows = sqlx::query("SELECT endpoint_id, open_until FROM endpoint_circuits WHERE open_until > $1")
+                    .bind(now)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| Ok((r.try_get("endpoint_id")?, r.try_get("open_until")?)))
+                    .collect()
+            }
+
             async fn retry_delivery(&self, id: &str, now: i64) -> Result<bool, StoreError> {
                 let done = sqlx::query("UPDATE deliveries SET status = 'pending', next_attempt_at = $1, lease_until = NULL, updated_at = $1 WHERE id = $2")
                     .bind(now)

@@ -1295,3 +1295,70 @@ async fn templates_and_xml_shape_the_signed_body(app: TestApp) {
     );
     assert!(rx.received().iter().all(|g| g.path != "/broken"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circuit_opened_by_one_replica_holds_deliveries_on_the_others() {
+    let settings = fast_breaker(Duration::from_secs(3600), 3);
+    let settings = hookmesh::delivery::DeliverySettings {
+        breaker_cooldown: Duration::from_secs(5),
+        ..settings
+    };
+    let a = TestApp::postgres_with(settings.clone()).await;
+    let b = a.replica(settings).await;
+    let t = a.tenant("acme").await;
+    let sick = Receiver::start();
+    sick.set_status(500);
+    let ep = endpoint(&a, &t, json!({"url": sick.url("/"), "event_types": ["work"], "retry_policy": {"type": "schedule", "delays_secs": [1, 1, 1, 1, 1, 1, 1, 1]}})).await;
+    // Replica A sees three failures in a row and opens the circuit.
+    publish_numbered(&a, &t, "work", 3).await;
+    wait_count(&sick, 3).await;
+    let opened_at = Instant::now();
+    // Replica B has never seen the endpoint fail; it learns of the circuit from the store.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    sick.set_status(200);
+    let before = sick.received().len();
+    // B fans out with its own view of the endpoints, refreshed every 2 s. (A's retries, due
+    // after 1 s, may be claimed by B before that: B then reloads instead of giving up on an
+    // endpoint it does not know yet.)
+    while b.state.delivery.endpoints.get(&ep).is_none() {
+        assert!(
+            opened_at.elapsed() < Duration::from_secs(4),
+            "replica B never saw the endpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    publish_numbered(&b, &t, "work", 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        opened_at.elapsed() < Duration::from_millis(4800),
+        "the check ran too late to mean anything"
+    );
+    assert_eq!(
+        sick.received().len(),
+        before,
+        "replica B attempted deliveries to an endpoint whose circuit replica A opened"
+    );
+    // After the cooldown the probe succeeds, the circuit closes everywhere, and all arrive.
+    let start = Instant::now();
+    loop {
+        let list = b
+            .get(
+                &format!("/v1/deliveries?endpoint_id={ep}&status=succeeded"),
+                ADMIN,
+            )
+            .await
+            .expect(200)
+            .json;
+        if list["data"].as_array().unwrap().len() == 5 {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let all = b
+                .get(&format!("/v1/deliveries?endpoint_id={ep}"), ADMIN)
+                .await
+                .json;
+            panic!("not all recovered: {all}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

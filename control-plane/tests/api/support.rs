@@ -20,6 +20,8 @@ pub struct TestApp {
     pub state: AppState,
     router: Router,
     pub dir: PathBuf,
+    /// The database, for replicas.
+    database_url: String,
     _pg: Option<PgCluster>,
 }
 
@@ -72,10 +74,31 @@ impl TestApp {
         let dir = std::env::temp_dir().join(hookmesh::ids::new_id("hookmesh-api"));
         let url = server::default_database_url(&dir);
         let store = server::open_store(&url, &dir).await.unwrap();
-        TestApp::build(store, dir, None).await
+        // Test receivers listen on loopback, which deliveries refuse unless allowed.
+        TestApp::build_with(store, dir, url, None, TestApp::loopback_delivery()).await
     }
 
     pub async fn postgres() -> TestApp {
+        TestApp::postgres_with(TestApp::loopback_delivery()).await
+    }
+
+    /// Delivery settings that allow the loopback receivers of tests.
+    fn loopback_delivery() -> hookmesh::delivery::DeliverySettings {
+        hookmesh::delivery::DeliverySettings {
+            allow_destination_cidrs: vec!["127.0.0.0/8".parse().unwrap()],
+            ..Default::default()
+        }
+    }
+
+    /// Another control plane on the same database, as a second replica.
+    pub async fn replica(&self, delivery: hookmesh::delivery::DeliverySettings) -> TestApp {
+        let dir = std::env::temp_dir().join(hookmesh::ids::new_id("hookmesh-api"));
+        let store = server::open_store(&self.database_url, &dir).await.unwrap();
+        TestApp::build_with(store, dir, self.database_url.clone(), None, delivery).await
+    }
+
+    /// A PostgreSQL app with the given delivery settings.
+    pub async fn postgres_with(delivery: hookmesh::delivery::DeliverySettings) -> TestApp {
         let (admin_url, cluster) = match std::env::var("HOOKMESH_TEST_POSTGRES_URL") {
             Ok(u) => (u, None),
             Err(_) => {
@@ -93,40 +116,26 @@ impl TestApp {
         let url = format!("{}/{db}", admin_url.rsplit_once('/').unwrap().0);
         let dir = std::env::temp_dir().join(hookmesh::ids::new_id("hookmesh-api"));
         let store = server::open_store(&url, &dir).await.unwrap();
-        TestApp::build(store, dir, cluster).await
-    }
-
-    async fn build(
-        store: std::sync::Arc<dyn hookmesh::store::Store>,
-        dir: PathBuf,
-        pg: Option<PgCluster>,
-    ) -> TestApp {
-        // Test receivers listen on loopback, which deliveries refuse unless allowed.
-        let delivery = hookmesh::delivery::DeliverySettings {
-            allow_destination_cidrs: vec!["127.0.0.0/8".parse().unwrap()],
-            ..Default::default()
-        };
-        TestApp::build_with(store, dir, pg, delivery).await
+        TestApp::build_with(store, dir, url, cluster, delivery).await
     }
 
     /// A SQLite app with the given delivery settings.
     pub async fn sqlite_with(delivery: hookmesh::delivery::DeliverySettings) -> TestApp {
         let dir = std::env::temp_dir().join(hookmesh::ids::new_id("hookmesh-api"));
-        let store = server::open_store(&server::default_database_url(&dir), &dir)
-            .await
-            .unwrap();
-        TestApp::build_with(store, dir, None, delivery).await
+        let url = server::default_database_url(&dir);
+        let store = server::open_store(&url, &dir).await.unwrap();
+        TestApp::build_with(store, dir, url, None, delivery).await
     }
 
     /// A SQLite app whose deliveries refuse internal destinations (the production default).
     pub async fn sqlite_strict() -> TestApp {
         let dir = std::env::temp_dir().join(hookmesh::ids::new_id("hookmesh-api"));
-        let store = server::open_store(&server::default_database_url(&dir), &dir)
-            .await
-            .unwrap();
+        let url = server::default_database_url(&dir);
+        let store = server::open_store(&url, &dir).await.unwrap();
         TestApp::build_with(
             store,
             dir,
+            url,
             None,
             hookmesh::delivery::DeliverySettings::default(),
         )
@@ -136,6 +145,7 @@ impl TestApp {
     async fn build_with(
         store: std::sync::Arc<dyn hookmesh::store::Store>,
         dir: PathBuf,
+        database_url: String,
         pg: Option<PgCluster>,
         delivery: hookmesh::delivery::DeliverySettings,
     ) -> TestApp {
@@ -156,6 +166,7 @@ impl TestApp {
             state,
             router,
             dir,
+            database_url,
             _pg: pg,
         }
     }
