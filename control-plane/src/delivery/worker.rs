@@ -115,11 +115,7 @@ pub(super) async fn dispatch(
         let turn = hot_turn;
         hot_turn = !turn || !backlog;
         if let Some(batch) = turn.then(|| hot.try_recv().ok()).flatten() {
-            let n = batch.len();
-            let deliveries = batch.into_iter().map(|h| (h.row, Some(h.event)));
-            let launched = launch(&engine, &done, deliveries, &mut soonest).await;
-            engine.hot.give_back(n);
-            if !launched {
+            if !launch_hot(&engine, &done, batch, &mut soonest).await {
                 return;
             }
             continue;
@@ -133,11 +129,7 @@ pub(super) async fn dispatch(
                     if permits.is_err() { return; }
                 }
                 Some(batch) = hot.recv() => {
-                    let n = batch.len();
-                    let deliveries = batch.into_iter().map(|h| (h.row, Some(h.event)));
-                    let launched = launch(&engine, &done, deliveries, &mut soonest).await;
-                    engine.hot.give_back(n);
-                    if !launched { return; }
+                    if !launch_hot(&engine, &done, batch, &mut soonest).await { return; }
                 }
             }
             continue;
@@ -175,11 +167,7 @@ pub(super) async fn dispatch(
                 .map_or(IDLE_MS as i64, |at| (at - now).clamp(1, IDLE_MS as i64));
             tokio::select! {
                 Some(batch) = hot.recv() => {
-                    let n = batch.len();
-                    let deliveries = batch.into_iter().map(|h| (h.row, Some(h.event)));
-                    let launched = launch(&engine, &done, deliveries, &mut soonest).await;
-                    engine.hot.give_back(n);
-                    if !launched { return; }
+                    if !launch_hot(&engine, &done, batch, &mut soonest).await { return; }
                 }
                 _ = engine.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(idle as u64)) => backlog = true,
@@ -208,6 +196,20 @@ pub(super) async fn dispatch(
             return;
         }
     }
+}
+
+/// Launches fresh deliveries and gives their room back. False once the engine is shutting down.
+async fn launch_hot(
+    engine: &Arc<Engine>,
+    done: &mpsc::Sender<Completion>,
+    batch: Vec<Hot>,
+    soonest: &mut Option<i64>,
+) -> bool {
+    let n = batch.len();
+    let deliveries = batch.into_iter().map(|h| (h.row, Some(h.event)));
+    let launched = launch(engine, done, deliveries, soonest).await;
+    engine.hot.give_back(n);
+    launched
 }
 
 /// Deliveries travelling in one request, with their events.
