@@ -167,8 +167,14 @@ impl Engine {
             disable_after_ms: settings.disable_after.as_millis() as i64,
         });
         engine.spawn_circuit_refresher(Duration::from_millis(500));
-        let writers = writer::run(Arc::downgrade(&engine), commit_rx, done_rx);
-        if engine.store.backend() == "sqlite" {
+        let sqlite = engine.store.backend() == "sqlite";
+        let writers = writer::run(
+            Arc::downgrade(&engine),
+            commit_rx,
+            done_rx,
+            if sqlite { 1 } else { 4 },
+        );
+        if sqlite {
             // SQLite has one writer, and each statement is a round trip to its thread. Run
             // from a thread of their own, write transactions do not wait behind the HTTP work
             // in the runtime's queues between statements (+15 % events/s, docs/benchmarks.md).

@@ -5,22 +5,30 @@
 use super::publish::{hand_over, lease_fresh, Batch};
 use super::Engine;
 use crate::store::{Completion, NewEvent, StoreError};
-use std::sync::Weak;
-use tokio::sync::mpsc;
+use std::sync::{Arc, Weak};
+use tokio::sync::{mpsc, Semaphore};
 
 /// Events per transaction at most.
 const EVENTS_PER_WRITE: usize = 2000;
 /// Attempt outcomes per transaction at most.
 const OUTCOMES_PER_WRITE: usize = 512;
 
-/// Runs until the engine is gone and every attempt has reported.
+/// Runs until the engine is gone and every attempt has reported, with up to `parallel`
+/// transactions at once (1 for SQLite, which has one writer; more for PostgreSQL, where each
+/// round gathers while the previous ones commit).
 pub(super) async fn run(
     engine: Weak<Engine>,
     mut events: mpsc::Receiver<Batch>,
     mut outcomes: mpsc::Receiver<Completion>,
+    parallel: usize,
 ) {
+    let slots = Arc::new(Semaphore::new(parallel.max(1)));
     let (mut events_open, mut outcomes_open) = (true, true);
     while events_open || outcomes_open {
+        // Gather only once a transaction can start: the longer the wait, the bigger the round.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let mut batches: Vec<Batch> = Vec::new();
         let mut done: Vec<Completion> = Vec::new();
         tokio::select! {
@@ -33,13 +41,20 @@ pub(super) async fn run(
                 None => outcomes_open = false,
             },
         }
+        // With one writer, everything queued shares the transaction (one fsync). Where
+        // transactions run side by side, publishers' rounds do not wait behind outcome rows.
+        let (take_events, take_outcomes) = if parallel > 1 {
+            (!batches.is_empty(), !done.is_empty())
+        } else {
+            (true, true)
+        };
         let mut n: usize = batches.iter().map(|(e, _)| e.len()).sum();
-        while n < EVENTS_PER_WRITE {
+        while take_events && n < EVENTS_PER_WRITE {
             let Ok(b) = events.try_recv() else { break };
             n += b.0.len();
             batches.push(b);
         }
-        while done.len() < OUTCOMES_PER_WRITE {
+        while take_outcomes && done.len() < OUTCOMES_PER_WRITE {
             let Ok(c) = outcomes.try_recv() else { break };
             done.push(c);
         }
@@ -49,7 +64,10 @@ pub(super) async fn run(
         let Some(engine) = engine.upgrade() else {
             return;
         };
-        write(&engine, batches, done).await;
+        tokio::spawn(async move {
+            write(&engine, batches, done).await;
+            drop(slot);
+        });
     }
 }
 

@@ -195,6 +195,7 @@ async fn main() {
     let pg = PgCluster::start();
     let backends: Vec<&'static str> = match std::env::var("BENCH_BACKENDS").as_deref() {
         Ok("sqlite") => vec!["SQLite"],
+        Ok("postgres") => vec!["PostgreSQL"],
         _ => vec!["SQLite", "PostgreSQL"],
     };
     for backend in backends {
