@@ -709,6 +709,8 @@ pub struct EndpointRuntime {
     pub tenant_id: String,
     /// Destination.
     pub url: String,
+    /// The destination parsed once (`None` if a stored URL no longer parses).
+    pub target: Option<url::Url>,
     /// Subscriptions (`*`, `invoice.*`, exact names; empty = all).
     pub event_types: Vec<String>,
     /// Extra headers.
@@ -795,6 +797,7 @@ pub fn runtime(
     Ok(EndpointRuntime {
         id: r.id.clone(),
         tenant_id: r.tenant_id.clone(),
+        target: url::Url::parse(&s.url).ok(),
         url: s.url,
         event_types: s.event_types,
         headers: s.headers,
@@ -875,6 +878,7 @@ mod tests {
             id: "ep".into(),
             tenant_id: "t".into(),
             url: "https://x".into(),
+            target: None,
             event_types: vec![],
             headers: BTreeMap::new(),
             retry_policy: None,

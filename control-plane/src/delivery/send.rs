@@ -124,7 +124,7 @@ impl Sender {
     pub async fn send(
         &self,
         method: &str,
-        url: &str,
+        url: &reqwest::Url,
         query: &[(&str, &str)],
         headers: &[(String, String)],
         body: bytes::Bytes,
@@ -132,13 +132,7 @@ impl Sender {
     ) -> Outcome {
         let start = Instant::now();
         let mut out = Outcome::default();
-        let mut parsed = match reqwest::Url::parse(url) {
-            Ok(u) => u,
-            Err(e) => {
-                out.error = Some(("request", format!("bad URL: {e}")));
-                return out;
-            }
-        };
+        let mut parsed = url.clone();
         if !query.is_empty() {
             parsed.query_pairs_mut().extend_pairs(query);
         }

@@ -423,28 +423,62 @@ fn gzip(body: &[u8]) -> bytes::Bytes {
     bytes::Bytes::from(enc.finish().unwrap_or_default())
 }
 
+/// Headers as a JSON object, values of secret-looking headers masked, written directly: this
+/// runs for every attempt.
+fn headers_json<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>, mask: bool) -> String {
+    let mut out = String::with_capacity(256);
+    out.push('{');
+    for (i, (name, value)) in headers.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json_string(&mut out, name);
+        out.push(':');
+        json_string(
+            &mut out,
+            if mask && is_secret_header(name) {
+                "***"
+            } else {
+                value
+            },
+        );
+    }
+    out.push('}');
+    out
+}
+
+fn is_secret_header(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    [
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-api-key",
+    ]
+    .contains(&lower.as_str())
+        || ["secret", "token", "password", "api-key", "apikey"]
+            .iter()
+            .any(|s| lower.contains(s))
+}
+
+fn json_string(out: &mut String, s: &str) {
+    use std::fmt::Write;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
 fn mask_headers(headers: &[(String, String)]) -> String {
-    let masked: serde_json::Map<String, serde_json::Value> = headers
-        .iter()
-        .map(|(n, v)| {
-            let lower = n.to_ascii_lowercase();
-            let secret = [
-                "authorization",
-                "proxy-authorization",
-                "cookie",
-                "x-api-key",
-            ]
-            .contains(&lower.as_str())
-                || ["secret", "token", "password", "api-key", "apikey"]
-                    .iter()
-                    .any(|s| lower.contains(s));
-            (
-                n.clone(),
-                serde_json::Value::String(if secret { "***".into() } else { v.clone() }),
-            )
-        })
-        .collect();
-    serde_json::Value::Object(masked).to_string()
+    headers_json(headers.iter().map(|(n, v)| (n.as_str(), v.as_str())), true)
 }
 
 fn new_attempt(d: &DeliveryRow, now: i64) -> AttemptRow {
@@ -526,11 +560,17 @@ fn request<'a>(
 }
 
 async fn send(engine: &Engine, endpoint: &EndpointRuntime, req: Request<'_>) -> Outcome {
+    let Some(url) = &endpoint.target else {
+        return Outcome {
+            error: Some(("request", format!("bad URL: {}", endpoint.url))),
+            ..Outcome::default()
+        };
+    };
     engine
         .sender
         .send(
             &endpoint.method,
-            &endpoint.url,
+            url,
             &req.query,
             &req.headers,
             req.body,
@@ -580,12 +620,10 @@ fn record(row: &mut AttemptRow, out: &Outcome, request_headers: &str) {
     row.duration_ms = out.duration.as_millis() as i64;
     row.status_code = out.status.map(i64::from);
     if out.status.is_some() {
-        let h: serde_json::Map<String, serde_json::Value> = out
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
-        row.response_headers = Some(serde_json::Value::Object(h).to_string());
+        row.response_headers = Some(headers_json(
+            out.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            false,
+        ));
         row.response_body = Some(out.body.clone());
     }
 }
@@ -757,4 +795,28 @@ async fn attempt_batch(
             conclude(endpoint, row, &verdict, e.row.created_at, now)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::headers_json;
+
+    #[test]
+    fn headers_become_json_with_secrets_masked() {
+        let h = [
+            ("Authorization", "Bearer x"),
+            ("x-note", "a \"quoted\" \\ line\n"),
+            ("X-Api-Key", "k"),
+            ("my-token-header", "t"),
+        ];
+        let masked: serde_json::Value =
+            serde_json::from_str(&headers_json(h.iter().copied(), true)).unwrap();
+        assert_eq!(
+            masked,
+            serde_json::json!({"Authorization": "***", "x-note": "a \"quoted\" \\ line\n", "X-Api-Key": "***", "my-token-header": "***"})
+        );
+        let plain: serde_json::Value =
+            serde_json::from_str(&headers_json(h.iter().copied(), false)).unwrap();
+        assert_eq!(plain["Authorization"], "Bearer x");
+    }
 }
