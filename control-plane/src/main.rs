@@ -16,6 +16,10 @@ fn main() -> ExitCode {
         // Transparent huge pages make the allocator's arenas resident 2 MiB at a time: +30 MiB
         // for nothing at this size.
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+        // Freed pages go back to the OS after 10 ms instead of mimalloc's default 1 s: the same
+        // throughput, 4-7 MiB less peak RSS under delivery load (docs/benchmarks.md). The
+        // bindings name the option after it; purge_delay is the one before (mimalloc.h).
+        libmimalloc_sys::mi_option_set(libmimalloc_sys::mi_option_use_numa_nodes - 1, 10);
         // SQLite allocates through glibc: two arenas are plenty and keep less freed memory.
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
