@@ -90,6 +90,7 @@ async fn client_floor(requests: usize) -> f64 {
 struct Result {
     backend: &'static str,
     endpoints: usize,
+    concurrency: usize,
     events: usize,
     secs: f64,
     publish_secs: f64,
@@ -111,13 +112,19 @@ async fn run(
     backend: &'static str,
     database_url: Option<String>,
     endpoints: usize,
+    concurrency: usize,
     events: usize,
 ) -> Result {
     let (port, count) = counting_receiver().await;
     let cp = ControlPlane::start_with(ControlPlaneOptions {
         log: "warn".into(),
         database_url,
-        extra_args: vec!["--allow-destination-cidrs".into(), "127.0.0.0/8".into()],
+        extra_args: vec![
+            "--allow-destination-cidrs".into(),
+            "127.0.0.0/8".into(),
+            "--delivery-concurrency".into(),
+            concurrency.to_string(),
+        ],
         ..ControlPlaneOptions::default()
     });
     let tenant = cp.json("POST", "/v1/tenants", Some(&json!({"name": "bench"})), 201)["id"]
@@ -176,6 +183,7 @@ async fn run(
     Result {
         backend,
         endpoints,
+        concurrency,
         events,
         secs,
         publish_secs,
@@ -203,7 +211,17 @@ async fn main() {
             Ok(v) => v.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
             Err(_) => vec![1, 5],
         };
-        for &endpoints in &fanouts {
+        // The default (256 attempts in flight, for receivers that take their time), and for
+        // SQLite also 96: against a receiver on loopback fewer in flight do more.
+        let concurrencies: Vec<usize> = match std::env::var("BENCH_CONCURRENCY") {
+            Ok(v) => v.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
+            Err(_) if backend == "SQLite" => vec![256, 96],
+            Err(_) => vec![256],
+        };
+        for (&concurrency, &endpoints) in concurrencies
+            .iter()
+            .flat_map(|c| fanouts.iter().map(move |e| (c, e)))
+        {
             // Every case starts from an empty database.
             let url = (backend == "PostgreSQL").then(|| {
                 let db = format!("bench_{endpoints}_{}", free_port());
@@ -220,9 +238,9 @@ async fn main() {
                         .map_or(pg.url.as_str(), |(base, _)| base)
                 )
             });
-            let r = run(backend, url, endpoints, events).await;
+            let r = run(backend, url, endpoints, concurrency, events).await;
             println!(
-                "{backend}, {endpoints} endpoint(s): {:.0} events/s, {:.0} deliveries/s end to end ({:.2} s; publishing alone {:.0} events/s); peak RSS {:.1} MiB",
+                "{backend}, {endpoints} endpoint(s), {concurrency} in flight: {:.0} events/s, {:.0} deliveries/s end to end ({:.2} s; publishing alone {:.0} events/s); peak RSS {:.1} MiB",
                 r.events as f64 / r.secs,
                 (r.events * r.endpoints) as f64 / r.secs,
                 r.secs,
@@ -243,9 +261,15 @@ async fn main() {
     let mut rows = String::new();
     for r in &results {
         rows.push_str(&format!(
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.1} MiB |\n",
+            "| {} | {} | {}{} | {:.0} | {:.0} | {:.0} | {:.1} MiB |\n",
             r.backend,
             r.endpoints,
+            r.concurrency,
+            if r.concurrency == 256 {
+                " (default)"
+            } else {
+                ""
+            },
             r.events as f64 / r.secs,
             (r.events * r.endpoints) as f64 / r.secs,
             r.events as f64 / r.publish_secs,
@@ -263,7 +287,7 @@ async fn main() {
          {CLIENTS} concurrent keep-alive clients; each delivered (signed, over pooled HTTP/1.1) to 1 or 5 endpoints on a counting\n\
          receiver on loopback. Time from the first publish to the last delivery. Measured {date} on {} cores ({cpu}), load\n\
          generator, receiver and server on the same machine.\n\n\
-         | store | endpoints | events/s end to end | deliveries/s | publish only, events/s | peak RSS |\n|---|---|---|---|---|---|\n{rows}\n\
+         | store | endpoints | attempts in flight (`--delivery-concurrency`) | events/s end to end | deliveries/s | publish only, events/s | peak RSS |\n|---|---|---|---|---|---|---|\n{rows}\n\
          Floor, side by side: a bare pooled reqwest client with 256 requests in flight and nothing stored drives the same\n\
          receiver at {floor:.0} requests/s.\n\n\
          Targets (10× Svix measured here): ≥ 11,600 events/s to one endpoint, ≥ 29,500 deliveries/s fanned out ×5 on SQLite, RSS ≤ 40 MiB.\n\
