@@ -80,7 +80,8 @@ pub struct ServeArgs {
         default_value_t = 120
     )]
     pub disable_failing_endpoints_after_hours: u64,
-    /// Delivery attempts in flight at most.
+    /// Delivery attempts in flight at most. The engine starts at 64 and doubles towards this
+    /// while every slot is busy with slow receivers, shrinking back when calm.
     #[arg(long, env = "HOOKMESH_DELIVERY_CONCURRENCY", default_value_t = 256)]
     pub delivery_concurrency: usize,
     /// Open an endpoint's circuit after this many failed attempts in a row.

@@ -18,6 +18,7 @@
 pub mod body;
 pub mod breaker;
 mod endpoints;
+pub mod limit;
 mod publish;
 pub mod retry;
 pub mod send;
@@ -41,7 +42,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 pub struct DeliverySettings {
     /// Destination CIDRs allowed despite being internal (tests: 127.0.0.0/8).
     pub allow_destination_cidrs: Vec<Cidr>,
-    /// Attempts in flight at most.
+    /// Attempts in flight at most (the adaptive limit's upper bound).
     pub concurrency: usize,
     /// Consecutive failures that open an endpoint's circuit.
     pub breaker_threshold: u32,
@@ -69,6 +70,35 @@ impl Default for DeliverySettings {
     }
 }
 
+/// Attempts in flight at first (or the operator's bound, when lower).
+const MIN_IN_FLIGHT: usize = 64;
+
+/// The dispatcher's observations for the limit controller.
+#[derive(Default)]
+struct WindowStats {
+    saturated: std::sync::atomic::AtomicBool,
+    completed: std::sync::atomic::AtomicU64,
+    latency_ms: std::sync::atomic::AtomicU64,
+}
+
+impl WindowStats {
+    fn attempt_done(&self, duration_ms: i64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.completed.fetch_add(1, Relaxed);
+        self.latency_ms
+            .fetch_add(duration_ms.max(0) as u64, Relaxed);
+    }
+
+    fn take(&self) -> limit::Window {
+        use std::sync::atomic::Ordering::Relaxed;
+        limit::Window {
+            saturated: self.saturated.swap(false, Relaxed),
+            completed: self.completed.swap(0, Relaxed),
+            latency_ms: self.latency_ms.swap(0, Relaxed),
+        }
+    }
+}
+
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
@@ -90,8 +120,11 @@ pub struct Engine {
     pub endpoints: Arc<EndpointCache>,
     sender: send::Sender,
     permits: Arc<Semaphore>,
-    /// The global limit the permits were made for.
+    /// The operator's bound on attempts in flight; the permits follow [`limit`]'s controller
+    /// below it.
     concurrency: usize,
+    /// What the dispatcher saw since the controller last looked.
+    window: WindowStats,
     /// Fresh deliveries leased at publish, on their way to the dispatcher.
     hot: worker::HotQueue,
     wake: Notify,
@@ -135,6 +168,7 @@ impl Engine {
         let (commit_tx, commit_rx) = mpsc::channel(4096);
         let (done_tx, done_rx) = mpsc::channel(4096);
         let concurrency = settings.concurrency.max(1);
+        let controller = limit::Controller::new(MIN_IN_FLIGHT, concurrency);
         // Room for 16 rounds of attempts (a few MiB): fewer fresh deliveries take the slower way
         // through the store when publishing outpaces delivery.
         let (hot, hot_rx) = worker::HotQueue::new(16 * concurrency);
@@ -145,8 +179,9 @@ impl Engine {
                 send::DestinationGuard::new(settings.allow_destination_cidrs),
                 settings.concurrency,
             )?,
-            permits: Arc::new(Semaphore::new(concurrency)),
+            permits: Arc::new(Semaphore::new(controller.limit())),
             concurrency,
+            window: WindowStats::default(),
             hot,
             wake: Notify::new(),
             store_due: std::sync::atomic::AtomicBool::new(true),
@@ -167,6 +202,7 @@ impl Engine {
             disable_after_ms: settings.disable_after.as_millis() as i64,
         });
         engine.spawn_circuit_refresher(Duration::from_millis(500));
+        engine.spawn_limit_controller(controller);
         let sqlite = engine.store.backend() == "sqlite";
         let writers = writer::run(
             Arc::downgrade(&engine),
@@ -246,6 +282,34 @@ impl Engine {
             Some(&until) if until > now => breaker::Gate::Wait(until),
             _ => breaker::Gate::Pass,
         }
+    }
+
+    /// Every 200 ms, moves the number of attempt slots to the controller's limit.
+    fn spawn_limit_controller(self: &Arc<Self>, mut controller: limit::Controller) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            // Slots to remove that were in use when the limit went down.
+            let mut owed = 0usize;
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let Some(engine) = me.upgrade() else { return };
+                let before = controller.limit();
+                let after = controller.next(&engine.window.take());
+                if after > before {
+                    let cancel = owed.min(after - before);
+                    owed -= cancel;
+                    engine.permits.add_permits(after - before - cancel);
+                } else {
+                    owed += before - after;
+                }
+                if owed > 0 {
+                    owed -= engine.permits.forget_permits(owed);
+                }
+                if after != before {
+                    tracing::debug!(from = before, to = after, "attempts in flight at most");
+                }
+            }
+        });
     }
 
     /// Keeps the circuits other replicas opened in view, until the engine is gone.

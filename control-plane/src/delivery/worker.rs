@@ -314,6 +314,17 @@ async fn flush_due(engine: &Arc<Engine>, done: &mpsc::Sender<Completion>) -> Opt
     map.values().map(|g| g.due).min()
 }
 
+/// A global attempt slot, noting when every slot was busy (the limit controller's signal).
+async fn slot_for_attempt(engine: &Arc<Engine>) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if engine.permits.available_permits() == 0 {
+        engine
+            .window
+            .saturated
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    engine.permits.clone().acquire_owned().await.ok()
+}
+
 async fn spawn_batch(
     engine: &Arc<Engine>,
     done: &mpsc::Sender<Completion>,
@@ -321,12 +332,15 @@ async fn spawn_batch(
     items: BatchItems,
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
 ) {
-    let Ok(permit) = engine.permits.clone().acquire_owned().await else {
+    let Some(permit) = slot_for_attempt(engine).await else {
         return;
     };
     let (engine, done) = (engine.clone(), done.clone());
     tokio::spawn(async move {
         let completions = attempt_batch(&engine, &endpoint, items).await;
+        if let Some(first) = completions.first() {
+            engine.window.attempt_done(first.attempt.duration_ms);
+        }
         // The breaker sees one request, not one per event in it.
         if let Some(first) = completions.first() {
             engine.observe(&endpoint.id, first).await;
@@ -345,13 +359,14 @@ async fn spawn_attempt(
     event: Option<Arc<Loaded>>,
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> bool {
-    let Ok(permit) = engine.permits.clone().acquire_owned().await else {
+    let Some(permit) = slot_for_attempt(engine).await else {
         return false;
     };
     let (engine, done) = (engine.clone(), done.clone());
     tokio::spawn(async move {
         let endpoint = d.endpoint_id.clone();
         let completion = attempt(&engine, d, event).await;
+        engine.window.attempt_done(completion.attempt.duration_ms);
         engine.observe(&endpoint, &completion).await;
         let _ = done.send(completion).await;
         drop((permit, slot));

@@ -1362,3 +1362,46 @@ async fn a_circuit_opened_by_one_replica_holds_deliveries_on_the_others() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+both!(attempts_in_flight_grow_for_slow_receivers_and_stay_low_for_fast_ones);
+
+async fn attempts_in_flight_grow_for_slow_receivers_and_stay_low_for_fast_ones(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let (fast, slow) = (Receiver::start(), Receiver::start());
+    slow.set_delay(Duration::from_millis(300));
+    endpoint(
+        &app,
+        &t,
+        json!({"url": fast.url("/"), "event_types": ["quick"]}),
+    )
+    .await;
+    endpoint(
+        &app,
+        &t,
+        json!({"url": slow.url("/"), "event_types": ["slow"]}),
+    )
+    .await;
+    let batch = |event_type: &str| {
+        let events: Vec<Value> = (0..400)
+            .map(|i| json!({"tenant_id": t, "event_type": event_type, "payload": {"i": i}}))
+            .collect();
+        json!({ "events": events })
+    };
+    // A fast receiver: the first 64 slots are plenty, and the limit stays there.
+    app.post("/v1/events/batch", ADMIN, batch("quick"))
+        .await
+        .expect(202);
+    wait_count(&fast, 400).await;
+    assert!(fast.max_in_flight() <= 64, "{}", fast.max_in_flight());
+    // A slow one (300 ms an answer) with 400 waiting: every slot busy and slow, so the limit
+    // doubles up to the default bound of 256.
+    app.post("/v1/events/batch", ADMIN, batch("slow"))
+        .await
+        .expect(202);
+    wait_count(&slow, 400).await;
+    assert!(
+        (65..=256).contains(&slow.max_in_flight()),
+        "{}",
+        slow.max_in_flight()
+    );
+}
