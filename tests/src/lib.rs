@@ -352,7 +352,13 @@ pub struct Receiver {
 impl Receiver {
     /// Starts the receiver on its own thread and runtime.
     pub fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+        Receiver::start_on(0)
+    }
+
+    /// Starts the receiver on a given port (0: any free one), e.g. to bring back a receiver
+    /// that was down.
+    pub fn start_on(port: u16) -> Receiver {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind receiver");
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
         let received = Arc::new(Mutex::new(Vec::new()));

@@ -1405,3 +1405,46 @@ async fn attempts_in_flight_grow_for_slow_receivers_and_stay_low_for_fast_ones(a
         slow.max_in_flight()
     );
 }
+
+both!(a_receiver_that_is_down_gets_the_event_when_it_comes_back);
+
+async fn a_receiver_that_is_down_gets_the_event_when_it_comes_back(app: TestApp) {
+    let t = app.tenant("acme").await;
+    // Nothing listens on the port yet: connections are refused.
+    let port = hookmesh_e2e::free_port();
+    let ep = endpoint(
+        &app,
+        &t,
+        json!({"url": format!("http://127.0.0.1:{port}/back"), "event_types": ["back"], "retry_policy": {"type": "schedule", "delays_secs": [1, 1, 1, 1, 1, 1]}}),
+    )
+    .await;
+    let e = app
+        .post(
+            "/v1/events",
+            ADMIN,
+            json!({"tenant_id": t, "event_type": "back", "payload": {"n": 1}}),
+        )
+        .await
+        .expect(202);
+    let d = only_delivery(&app, e.json["id"].as_str().unwrap()).await;
+    let failed = wait_delivery(&app, &d, |d| d["attempts"].as_i64() >= Some(1)).await;
+    assert_eq!(
+        failed["status"], "pending",
+        "a refused connection is retried: {failed}"
+    );
+    let attempts = app
+        .get(&format!("/v1/deliveries/{d}/attempts"), ADMIN)
+        .await
+        .expect(200)
+        .json;
+    assert_eq!(attempts[0]["error_class"], "connect", "{attempts}");
+    // It comes back: the next retry reaches it, signed as ever.
+    let rx = Receiver::start_on(port);
+    wait_delivery(&app, &d, |d| d["status"] == "succeeded").await;
+    let got = rx.received().remove(0);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&got.body).unwrap(),
+        json!({"n": 1})
+    );
+    assert_signed(&app, &ep, &got, &got.body, "/back").await;
+}
