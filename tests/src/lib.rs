@@ -14,6 +14,28 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Replaces the section `<!-- {name}:start -->` … `<!-- {name}:end -->` of docs/benchmarks.md
+/// with `section` (which carries both markers), or appends it; benchmarks record their results so.
+///
+/// # Panics
+/// When the file cannot be written.
+pub fn write_benchmark_section(name: &str, section: &str) {
+    let path = root().join("docs/benchmarks.md");
+    let doc = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
+    let (start, end) = (
+        format!("<!-- {name}:start -->"),
+        format!("<!-- {name}:end -->"),
+    );
+    let doc = match (doc.find(&start), doc.find(&end)) {
+        (Some(a), Some(b)) if a < b => {
+            format!("{}{section}{}", &doc[..a], &doc[b + end.len()..])
+        }
+        _ => format!("{}\n\n{section}\n", doc.trim_end()),
+    };
+    std::fs::write(&path, doc).expect("write docs/benchmarks.md");
+    println!("written to {}", path.display());
+}
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

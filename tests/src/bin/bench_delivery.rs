@@ -292,19 +292,5 @@ async fn main() {
          <!-- bench-delivery:end -->",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let path = root().join("docs/benchmarks.md");
-    let doc = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
-    let doc = match (
-        doc.find("<!-- bench-delivery:start -->"),
-        doc.find("<!-- bench-delivery:end -->"),
-    ) {
-        (Some(a), Some(b)) => format!(
-            "{}{section}{}",
-            &doc[..a],
-            &doc[b + "<!-- bench-delivery:end -->".len()..]
-        ),
-        _ => format!("{}\n\n{section}\n", doc.trim_end()),
-    };
-    std::fs::write(&path, doc).expect("write docs/benchmarks.md");
-    println!("written to docs/benchmarks.md");
+    write_benchmark_section("bench-delivery", &section);
 }

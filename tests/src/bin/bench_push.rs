@@ -137,21 +137,7 @@ fn main() {
          Target: p99 ≤ 250 ms ({verdict}).\n<!-- bench-push:end -->",
         date(), ms(percentile(&api, 0.5)), ms(percentile(&api, 0.99)), ms(*api.last().unwrap()), ms(p50), ms(p99), ms(max)
     );
-    let path = root().join("docs/benchmarks.md");
-    let doc = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
-    let doc = match (
-        doc.find("<!-- bench-push:start -->"),
-        doc.find("<!-- bench-push:end -->"),
-    ) {
-        (Some(a), Some(b)) => format!(
-            "{}{section}{}",
-            &doc[..a],
-            &doc[b + "<!-- bench-push:end -->".len()..]
-        ),
-        _ => format!("{}\n\n{section}\n", doc.trim_end()),
-    };
-    std::fs::write(&path, doc).expect("write docs/benchmarks.md");
-    println!("written to {}", path.display());
+    write_benchmark_section("bench-push", &section);
 }
 
 fn date() -> String {
