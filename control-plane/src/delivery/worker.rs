@@ -260,7 +260,7 @@ async fn flush_due(engine: &Arc<Engine>, done: &mpsc::Sender<Completion>) -> Opt
         let Some(endpoint) = engine.endpoints.get(&endpoint_id) else {
             // Deleted meanwhile: the one-by-one path dead-letters them with the reason.
             for (d, e) in items {
-                spawn_attempt(engine, done, d, Some(e), None).await;
+                spawn_attempt(engine, done, d, Some(e), None, None).await;
             }
             continue;
         };
@@ -357,6 +357,7 @@ async fn spawn_attempt(
     done: &mpsc::Sender<Completion>,
     d: DeliveryRow,
     event: Option<Arc<Loaded>>,
+    endpoint: Option<Arc<EndpointRuntime>>,
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> bool {
     let Some(permit) = slot_for_attempt(engine).await else {
@@ -364,10 +365,10 @@ async fn spawn_attempt(
     };
     let (engine, done) = (engine.clone(), done.clone());
     tokio::spawn(async move {
-        let endpoint = d.endpoint_id.clone();
-        let completion = attempt(&engine, d, event).await;
+        let endpoint_id = d.endpoint_id.clone();
+        let completion = attempt(&engine, d, event, endpoint).await;
         engine.window.attempt_done(completion.attempt.duration_ms);
-        engine.observe(&endpoint, &completion).await;
+        engine.observe(&endpoint_id, &completion).await;
         let _ = done.send(completion).await;
         drop((permit, slot));
     });
@@ -387,13 +388,14 @@ async fn launch(
     let mut deferred = Vec::new();
     for (d, event) in deliveries {
         let mut slot = None;
-        if let Some(ep) = engine.endpoints.get_fresh(&d.endpoint_id).await {
+        let endpoint = engine.endpoints.get_fresh(&d.endpoint_id).await;
+        if let Some(ep) = &endpoint {
             if let super::breaker::Gate::Wait(until) = engine.breaker_gate(&ep.id, now) {
                 deferred.push((d.id, until));
                 continue;
             }
             if let (Some(batching), Some(e)) = (ep.batch, &event) {
-                gather(engine, &ep, batching, d, e.clone(), now);
+                gather(engine, ep, batching, d, e.clone(), now);
                 continue;
             }
             // The slot first: a delivery deferred for concurrency must not spend a token.
@@ -413,7 +415,7 @@ async fn launch(
                 }
             }
         }
-        if !spawn_attempt(engine, done, d, event, slot).await {
+        if !spawn_attempt(engine, done, d, event, endpoint, slot).await {
             return false;
         }
     }
@@ -719,7 +721,13 @@ fn view(event: &Loaded) -> EventView<'_> {
     }
 }
 
-async fn attempt(engine: &Engine, d: DeliveryRow, event: Option<Arc<Loaded>>) -> Completion {
+/// One attempt; `endpoint` is as the dispatcher found it (`None`: deleted).
+async fn attempt(
+    engine: &Engine,
+    d: DeliveryRow,
+    event: Option<Arc<Loaded>>,
+    endpoint: Option<Arc<EndpointRuntime>>,
+) -> Completion {
     let now = crate::ids::now_ms();
     let row = new_attempt(&d, now);
     let Some(event) = event else {
@@ -730,7 +738,7 @@ async fn attempt(engine: &Engine, d: DeliveryRow, event: Option<Arc<Loaded>>) ->
             now,
         );
     };
-    let Some(endpoint) = engine.endpoints.get_fresh(&d.endpoint_id).await else {
+    let Some(endpoint) = endpoint else {
         return dead(
             row,
             "endpoint_missing",
