@@ -1,6 +1,6 @@
-//! Publishing: fan an event out to the tenant's subscribed endpoints and store the event with
-//! its deliveries before acknowledging. Concurrent publishers share commits (group commit):
-//! while one transaction runs, the next batch gathers, so durability costs no throughput.
+//! Publishing: fan an event out to the tenant's subscribed endpoints, hand the events to the
+//! writer (`writer`, group commit) and acknowledge once they are durable. Deliveries due at once
+//! are stored leased to this process and then handed to the dispatcher in memory.
 
 use super::Engine;
 use crate::store::{DeliveryRow, EventRow, NewDelivery, NewEvent, StoreError, Stored};
