@@ -343,6 +343,9 @@ pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;
+    /// The resource types changed by any process sharing the store, as they commit; `None`
+    /// where one process owns the store (SQLite), whose own changes are told in-process.
+    async fn changes(&self) -> Result<Option<tokio::sync::mpsc::Receiver<String>>, StoreError>;
     /// Checks the database answers and migrations are applied.
     async fn ready(&self) -> Result<(), StoreError>;
     /// Connections: (in use, idle).

@@ -23,6 +23,36 @@ impl DbTypes for PgStore {
 }
 
 impl PgStore {
+    /// Delivered to every listener when the writing transaction commits.
+    const CHANGE_NOTIFY: Option<&'static str> = Some("SELECT pg_notify('hookmesh_changes', $1)");
+
+    /// Listens for other replicas' changes on a connection of its own, reconnecting as needed.
+    async fn listen_changes(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<String>>, StoreError> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen("hookmesh_changes").await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            loop {
+                // `recv` reconnects after a lost connection; notifications sent meanwhile are
+                // lost, which the periodic refreshes cover.
+                match listener.recv().await {
+                    Ok(n) => {
+                        if tx.send(n.payload().to_owned()).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "listening for changes failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(Some(rx))
+    }
+
     const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
     /// Connects to a `postgres://` URL.

@@ -209,6 +209,10 @@ macro_rules! sql_store {
                 .bind(a.at)
                 .execute(&mut **tx)
                 .await?;
+                // Every change is audited, so this is where other replicas hear of it.
+                if let Some(notify) = Self::CHANGE_NOTIFY {
+                    sqlx::query(notify).bind(&a.resource_type).execute(&mut **tx).await?;
+                }
                 Ok(())
             }
         }
@@ -217,6 +221,10 @@ macro_rules! sql_store {
         impl Store for $store {
             fn backend(&self) -> &'static str {
                 $backend
+            }
+
+            async fn changes(&self) -> Result<Option<tokio::sync::mpsc::Receiver<String>>, StoreError> {
+                self.listen_changes().await
             }
 
             async fn migrate(&self) -> Result<(), StoreError> {

@@ -27,6 +27,15 @@ impl DbTypes for SqliteStore {
 }
 
 impl SqliteStore {
+    /// One process owns the file: nobody else to tell.
+    const CHANGE_NOTIFY: Option<&'static str> = None;
+
+    async fn listen_changes(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<String>>, StoreError> {
+        Ok(None)
+    }
+
     const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
     /// Opens (creating if missing) the database at a `sqlite:` URL.

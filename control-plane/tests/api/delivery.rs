@@ -1448,3 +1448,36 @@ async fn a_receiver_that_is_down_gets_the_event_when_it_comes_back(app: TestApp)
     );
     assert_signed(&app, &ep, &got, &got.body, "/back").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_created_on_one_replica_is_known_to_the_others_as_it_commits() {
+    let a = TestApp::postgres().await;
+    let b = a
+        .replica(hookmesh::delivery::DeliverySettings {
+            allow_destination_cidrs: vec!["127.0.0.0/8".parse().unwrap()],
+            ..Default::default()
+        })
+        .await;
+    let t = a.tenant("acme").await;
+    let rx = Receiver::start();
+    let ep = endpoint(&a, &t, json!({"url": rx.url("/x"), "event_types": ["x"]})).await;
+    // B's periodic refresh is 2 s away; the change notification is not.
+    let start = Instant::now();
+    while b.state.delivery.endpoints.get(&ep).is_none() {
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "replica B did not hear of the new endpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let e = b
+        .post(
+            "/v1/events",
+            ADMIN,
+            json!({"tenant_id": t, "event_type": "x", "payload": {"n": 1}}),
+        )
+        .await
+        .expect(202);
+    assert_eq!(e.json["deliveries"], 1, "{}", e.json);
+    wait_count(&rx, 1).await;
+}
