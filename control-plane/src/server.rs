@@ -157,6 +157,7 @@ pub async fn state_with(
     let keys = Arc::new(keys);
     let config = Publisher::new(store.clone(), keys.clone(), settings).await?;
     let delivery = Engine::start(store.clone(), keys.clone(), delivery).await?;
+    follow_other_replicas(&*store, &config, &delivery).await;
     Ok(AppState::new(Shared {
         store,
         keys,
@@ -166,6 +167,34 @@ pub async fn state_with(
         delivery,
         caches: Arc::default(),
     }))
+}
+
+/// Sources and endpoints changed by other replicas reach this one's xDS snapshot and endpoint
+/// cache as they commit (PostgreSQL `NOTIFY`); the 2 s refreshes stay as the safety net.
+async fn follow_other_replicas(store: &dyn Store, config: &Arc<Publisher>, delivery: &Arc<Engine>) {
+    let mut changes = match store.changes().await {
+        Ok(Some(changes)) => changes,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "not listening for other replicas' changes; refreshing every 2 s");
+            return;
+        }
+    };
+    let (config, endpoints) = (Arc::downgrade(config), Arc::downgrade(&delivery.endpoints));
+    tokio::spawn(async move {
+        while let Some(kind) = changes.recv().await {
+            let (Some(config), Some(endpoints)) = (config.upgrade(), endpoints.upgrade()) else {
+                return;
+            };
+            if kind == Kind::Source.as_str() {
+                if let Err(e) = config.rebuild().await {
+                    tracing::error!(error = %e, "not publishing: keeping the previous filter configuration");
+                }
+            } else if kind == Kind::Endpoint.as_str() {
+                endpoints.changed();
+            }
+        }
+    });
 }
 
 /// Re-seals every secret under the current master key. Returns how many were re-sealed.

@@ -165,24 +165,6 @@ impl Engine {
         }
         let endpoints = EndpointCache::new(store.clone(), keys).await?;
         endpoints.spawn_refresher(Duration::from_secs(2));
-        // Endpoints changed by other replicas reach this one's cache as they commit.
-        match store.changes().await {
-            Ok(Some(mut changes)) => {
-                let cache = Arc::downgrade(&endpoints);
-                tokio::spawn(async move {
-                    while let Some(kind) = changes.recv().await {
-                        let Some(cache) = cache.upgrade() else { return };
-                        if kind == crate::store::Kind::Endpoint.as_str() {
-                            cache.changed();
-                        }
-                    }
-                });
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "not listening for other replicas' changes; endpoints refresh every 2 s")
-            }
-        }
         let (commit_tx, commit_rx) = mpsc::channel(4096);
         let (done_tx, done_rx) = mpsc::channel(4096);
         let concurrency = settings.concurrency.max(1);

@@ -1450,7 +1450,7 @@ async fn a_receiver_that_is_down_gets_the_event_when_it_comes_back(app: TestApp)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_endpoint_created_on_one_replica_is_known_to_the_others_as_it_commits() {
+async fn changes_on_one_replica_reach_the_others_as_they_commit() {
     let a = TestApp::postgres().await;
     let b = a
         .replica(hookmesh::delivery::DeliverySettings {
@@ -1480,4 +1480,21 @@ async fn an_endpoint_created_on_one_replica_is_known_to_the_others_as_it_commits
         .expect(202);
     assert_eq!(e.json["deliveries"], 1, "{}", e.json);
     wait_count(&rx, 1).await;
+    // Sources too: B's filter configuration (what its Envoys get) follows at once.
+    let before = b.state.config.current().version.clone();
+    a.post(
+        "/v1/sources",
+        ADMIN,
+        json!({"tenant_id": t, "spec": {"name": "s", "verify": {"scheme": "svix", "secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]}}}),
+    )
+    .await
+    .expect(201);
+    let start = Instant::now();
+    while b.state.config.current().version == before {
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "replica B did not rebuild its filter configuration"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
