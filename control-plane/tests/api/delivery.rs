@@ -376,15 +376,7 @@ async fn per_endpoint_timeout_concurrency_and_rate_limit(app: TestApp) {
         json!({"url": slow.url("/"), "event_types": ["slow"], "timeout_secs": 1}),
     )
     .await;
-    let e = app
-        .post(
-            "/v1/events",
-            ADMIN,
-            json!({"tenant_id": t, "event_type": "slow", "payload": {}}),
-        )
-        .await
-        .expect(202);
-    let d = only_delivery(&app, e.json["id"].as_str().unwrap()).await;
+    let d = publish_one(&app, &t, "slow", json!({})).await;
     let retried = wait_delivery(&app, &d, |d| d["attempts"] == 1).await;
     assert_eq!(retried["status"], "pending");
     let attempts = app
@@ -932,15 +924,7 @@ async fn gzip_bodies_decompress_to_the_signed_payload(app: TestApp) {
     )
     .await;
     let payload = json!({"text": "compressible ".repeat(50)});
-    let e = app
-        .post(
-            "/v1/events",
-            ADMIN,
-            json!({"tenant_id": t, "event_type": "big", "payload": payload}),
-        )
-        .await
-        .expect(202);
-    let d = only_delivery(&app, e.json["id"].as_str().unwrap()).await;
+    let d = publish_one(&app, &t, "big", json!(payload)).await;
     wait_delivery(&app, &d, |d| d["status"] == "succeeded").await;
     let got = rx.received().remove(0);
     assert_eq!(got.header_values("content-encoding"), ["gzip"]);
@@ -1023,15 +1007,7 @@ async fn form_endpoints_receive_signed_form_bodies(app: TestApp) {
         "form"
     );
     let payload = json!({"text": "a&b=c é", "n": 3, "nested": {"ok": true}});
-    let e = app
-        .post(
-            "/v1/events",
-            ADMIN,
-            json!({"tenant_id": t, "event_type": "form", "payload": payload}),
-        )
-        .await
-        .expect(202);
-    let d = only_delivery(&app, e.json["id"].as_str().unwrap()).await;
+    let d = publish_one(&app, &t, "form", json!(payload)).await;
     wait_delivery(&app, &d, |d| d["status"] == "succeeded").await;
     let got = rx.received().remove(0);
     assert_eq!(
@@ -1050,6 +1026,19 @@ async fn form_endpoints_receive_signed_form_bodies(app: TestApp) {
     );
     // The signature covers the form body as sent.
     assert_signed(&app, &ep, &got, &got.body, "/form").await;
+}
+
+/// Publishes one event and returns its only delivery's id.
+async fn publish_one(app: &TestApp, tenant: &str, event_type: &str, payload: Value) -> String {
+    let e = app
+        .post(
+            "/v1/events",
+            ADMIN,
+            json!({"tenant_id": tenant, "event_type": event_type, "payload": payload}),
+        )
+        .await
+        .expect(202);
+    only_delivery(app, e.json["id"].as_str().unwrap()).await
 }
 
 /// Publishes `n` events of one type, with payloads `{"i": 0}` to `{"i": n - 1}`.
@@ -1418,15 +1407,7 @@ async fn a_receiver_that_is_down_gets_the_event_when_it_comes_back(app: TestApp)
         json!({"url": format!("http://127.0.0.1:{port}/back"), "event_types": ["back"], "retry_policy": {"type": "schedule", "delays_secs": [1, 1, 1, 1, 1, 1]}}),
     )
     .await;
-    let e = app
-        .post(
-            "/v1/events",
-            ADMIN,
-            json!({"tenant_id": t, "event_type": "back", "payload": {"n": 1}}),
-        )
-        .await
-        .expect(202);
-    let d = only_delivery(&app, e.json["id"].as_str().unwrap()).await;
+    let d = publish_one(&app, &t, "back", json!({"n": 1})).await;
     let failed = wait_delivery(&app, &d, |d| d["attempts"].as_i64() >= Some(1)).await;
     assert_eq!(
         failed["status"], "pending",

@@ -248,14 +248,7 @@ async fn main() {
             results.push(r);
         }
     }
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
+    let cpu = cpu_model();
     let mut rows = String::new();
     for r in &results {
         rows.push_str(&format!(

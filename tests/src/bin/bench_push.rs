@@ -116,14 +116,7 @@ fn main() {
     };
     println!("{updates} updates: API response p50 {} ms; enforced by both Envoys p50 {} ms, p99 {} ms, max {} ms ({verdict} the 250 ms p99 target)", ms(percentile(&api, 0.5)), ms(p50), ms(p99), ms(max));
 
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
+    let cpu = cpu_model();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let section = format!(
         "<!-- bench-push:start -->\n## Config push latency (`make bench-push`)\n\n\
