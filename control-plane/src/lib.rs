@@ -19,6 +19,7 @@ pub mod api;
 pub mod cli;
 pub mod delivery;
 pub mod ids;
+pub mod ingest;
 pub mod secrets;
 pub mod server;
 pub mod store;

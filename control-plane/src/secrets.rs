@@ -45,14 +45,23 @@ pub enum SecretsError {
 struct MasterKey {
     id: u32,
     cipher: ChaCha20Poly1305,
+    /// The ingest token derived from this key (see [`MasterKeys::ingest_token`]).
+    ingest_token: String,
 }
 
 impl MasterKey {
     fn new(bytes: &[u8; 32]) -> MasterKey {
         let digest = Sha256::digest(bytes);
+        // A labelled hash: the token reveals nothing about the key, and every replica holding
+        // the key derives the same token without storing one more secret.
+        let token = Sha256::new()
+            .chain_update(b"hookmesh ingest token v1\0")
+            .chain_update(bytes)
+            .finalize();
         MasterKey {
             id: u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]),
             cipher: ChaCha20Poly1305::new(&Key::from(*bytes)),
+            ingest_token: hex::encode(token),
         }
     }
 }
@@ -186,6 +195,23 @@ impl MasterKeys {
                 },
             )
             .map_err(|_| SecretsError::Corrupt)
+    }
+
+    /// The per-deployment token the filter sends with hub requests (`x-hookmesh-ingest-token`),
+    /// derived from the current master key.
+    pub fn ingest_token(&self) -> &str {
+        &self.current.ingest_token
+    }
+
+    /// Whether `token` is the ingest token of the current or a previous master key (Envoys
+    /// still on the configuration pushed before a key rotation keep working). Constant time.
+    pub fn accepts_ingest_token(&self, token: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .fold(false, |ok, k| {
+                ok | bool::from(k.ingest_token.as_bytes().ct_eq(token))
+            })
     }
 
     /// Whether a sealed value was made with an older key.

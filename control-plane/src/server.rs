@@ -4,6 +4,7 @@
 use crate::api::auth::{generate_key, hash_key, KeyRecord, Principal};
 use crate::api::{self, AppState, Shared};
 use crate::delivery::{DeliveryError, DeliverySettings, Engine};
+use crate::ingest::Ingest;
 use crate::secrets::MasterKeys;
 use crate::store::{self, Kind, Store};
 use crate::telemetry::Metrics;
@@ -130,6 +131,33 @@ pub async fn serve(
     Ok(result?)
 }
 
+/// Serves the inbound hub's ingest on `listener` until `shutdown` completes.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve_ingest(
+    listener: TcpListener,
+    ingest: Arc<Ingest>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    // Duplicate-detection keys past their window, every minute.
+    let store = ingest.store();
+    let purge = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(e) = store.purge_inbound_dedup(crate::ids::now_ms()).await {
+                tracing::warn!(error = %e, "purging expired duplicate keys failed");
+            }
+        }
+    });
+    let result = axum::serve(listener, ingest.router())
+        .with_graceful_shutdown(shutdown)
+        .await;
+    purge.abort();
+    Ok(result?)
+}
+
 /// Builds the state from an opened store and the master keys.
 ///
 /// # Errors
@@ -155,23 +183,39 @@ pub async fn state_with(
     delivery: DeliverySettings,
 ) -> Result<AppState, ServeError> {
     let keys = Arc::new(keys);
+    let trusted_hops = settings.trusted_hops;
     let config = Publisher::new(store.clone(), keys.clone(), settings).await?;
     let delivery = Engine::start(store.clone(), keys.clone(), delivery).await?;
-    follow_other_replicas(&*store, &config, &delivery).await;
+    let metrics = Arc::new(Metrics::default());
+    let ingest = Ingest::start(
+        store.clone(),
+        keys.clone(),
+        delivery.clone(),
+        metrics.clone(),
+        trusted_hops,
+    )
+    .await?;
+    follow_other_replicas(&*store, &config, &delivery, &ingest).await;
     Ok(AppState::new(Shared {
         store,
         keys,
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         config,
         envoys: Arc::new(Registry::default()),
         delivery,
         caches: Arc::default(),
+        ingest,
     }))
 }
 
 /// Sources and endpoints changed by other replicas reach this one's xDS snapshot and endpoint
 /// cache as they commit (PostgreSQL `NOTIFY`); the 2 s refreshes stay as the safety net.
-async fn follow_other_replicas(store: &dyn Store, config: &Arc<Publisher>, delivery: &Arc<Engine>) {
+async fn follow_other_replicas(
+    store: &dyn Store,
+    config: &Arc<Publisher>,
+    delivery: &Arc<Engine>,
+    ingest: &Arc<Ingest>,
+) {
     let mut changes = match store.changes().await {
         Ok(Some(changes)) => changes,
         Ok(None) => return,
@@ -181,11 +225,17 @@ async fn follow_other_replicas(store: &dyn Store, config: &Arc<Publisher>, deliv
         }
     };
     let (config, endpoints) = (Arc::downgrade(config), Arc::downgrade(&delivery.endpoints));
+    let ingest = Arc::downgrade(ingest);
     tokio::spawn(async move {
         while let Some(kind) = changes.recv().await {
-            let (Some(config), Some(endpoints)) = (config.upgrade(), endpoints.upgrade()) else {
+            let (Some(config), Some(endpoints), Some(ingest)) =
+                (config.upgrade(), endpoints.upgrade(), ingest.upgrade())
+            else {
                 return;
             };
+            if kind == Kind::Source.as_str() || kind == Kind::EventType.as_str() {
+                ingest.changed();
+            }
             if kind == Kind::Source.as_str() {
                 if let Err(e) = config.rebuild().await {
                     tracing::error!(error = %e, "not publishing: keeping the previous filter configuration");

@@ -24,6 +24,12 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InboundLabels {
+    source: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     state: &'static str,
 }
@@ -34,6 +40,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
     pool: Family<PoolLabels, Gauge>,
+    inbound: Family<InboundLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -59,16 +66,33 @@ impl Default for Metrics {
             "Database pool connections by state",
             pool.clone(),
         );
+        let inbound = Family::<InboundLabels, Counter>::default();
+        registry.register(
+            "inbound_webhooks",
+            "Webhooks at the hub's ingest by source and outcome (accepted, duplicate, rejected, quarantined, failed)",
+            inbound.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             pool,
+            inbound,
         }
     }
 }
 
 impl Metrics {
+    /// Counts one webhook at the ingest.
+    pub fn inbound(&self, source: &str, outcome: &'static str) {
+        self.inbound
+            .get_or_create(&InboundLabels {
+                source: source.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
     /// The OpenMetrics text exposition, with the pool gauges refreshed.
     pub fn render(&self, (in_use, idle): (u32, u32)) -> String {
         self.pool

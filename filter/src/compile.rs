@@ -15,6 +15,7 @@ pub struct CompiledConfig {
     pub(crate) trusted_hops: u8,
     pub(crate) any_https_only: bool,
     pub(crate) any_needs_peer: bool,
+    pub(crate) ingest_token: Option<String>,
 }
 
 impl std::fmt::Debug for CompiledConfig {
@@ -128,6 +129,15 @@ pub(crate) fn compile(cfg: &FilterConfig) -> Result<CompiledConfig, ConfigError>
         sources,
         default_action: cfg.default_action,
         trusted_hops: cfg.network.trusted_hops,
+        ingest_token: match &cfg.ingest_token {
+            Some(t) if t.0.is_empty() || !t.0.bytes().all(|b| b.is_ascii_graphic()) => {
+                return Err(ConfigError::new(
+                    "ingest_token",
+                    "must be printable ASCII without spaces (it is sent as a header)",
+                ))
+            }
+            t => t.as_ref().map(|t| t.0.clone()),
+        },
     })
 }
 

@@ -25,6 +25,11 @@ pub struct FilterConfig {
     /// How the real client address is derived from the connection.
     #[serde(default)]
     pub network: NetworkConfig,
+    /// Sent as `x-hookmesh-ingest-token` with every accepted request of a `hub` source: the
+    /// control plane's ingest trusts the filter's `x-hookmesh-*` headers only with it, so a
+    /// request that bypasses Envoy is refused. Set by the control plane, never by users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_token: Option<Secret>,
 }
 
 /// What to do with requests that match no source.

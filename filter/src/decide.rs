@@ -369,6 +369,11 @@ impl CompiledConfig {
             .is_some_and(|s| s.mode == crate::config::SourceMode::Hub)
     }
 
+    /// The token sent with hub requests to the control plane's ingest.
+    pub fn ingest_token(&self) -> Option<&str> {
+        self.ingest_token.as_deref()
+    }
+
     /// Number of sources.
     pub fn len(&self) -> usize {
         self.sources.len()

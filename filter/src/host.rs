@@ -327,6 +327,13 @@ impl Http {
                 // filter changes request headers.
                 let _ =
                     hostcalls::add_map_value(MapType::HttpRequestHeaders, "x-hookmesh-mode", "hub");
+                if let Some(token) = a.config.ingest_token() {
+                    let _ = hostcalls::add_map_value(
+                        MapType::HttpRequestHeaders,
+                        "x-hookmesh-ingest-token",
+                        token,
+                    );
+                }
             }
             self.counts.bump(
                 a.source_metrics

@@ -63,6 +63,9 @@ pub enum ApiError {
     /// Not JSON.
     #[error("expected content-type application/json")]
     UnsupportedMediaType,
+    /// A dependency (the store) failed; the caller should retry.
+    #[error("{0}")]
+    Unavailable(String),
     /// Anything else: logged, not shown.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -108,6 +111,11 @@ impl ApiError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
                 "Unsupported Media Type",
+            ),
+            ApiError::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service Unavailable",
             ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -175,12 +175,21 @@ async fn schema_for(
     if let Some(v) = state.caches.schemas.get(&key) {
         return Ok(v);
     }
+    let validator = newest_schema(&state.store.list_all(Kind::EventType).await?, tenant, name);
+    state.caches.schemas.put(key, validator.clone());
+    Ok(validator)
+}
+
+/// The compiled schema of the newest version of a tenant's event type among `event_types`;
+/// `None` when it has none.
+pub fn newest_schema(
+    event_types: &[crate::store::Resource],
+    tenant: &str,
+    name: &str,
+) -> Option<Arc<jsonschema::Validator>> {
     let prefix = format!("{tenant}/{name}/v");
     let mut newest: Option<(u64, serde_json::Value)> = None;
-    for r in state
-        .store
-        .list_all(Kind::EventType)
-        .await?
+    for r in event_types
         .iter()
         .filter(|r| r.unique_key.starts_with(&prefix))
     {
@@ -195,13 +204,11 @@ async fn schema_for(
             ));
         }
     }
-    let validator = newest
+    newest
         .map(|(_, s)| s)
         .filter(|s| !s.is_null())
         .and_then(|s| jsonschema::validator_for(&s).ok())
-        .map(Arc::new);
-    state.caches.schemas.put(key, validator.clone());
-    Ok(validator)
+        .map(Arc::new)
 }
 
 /// Validates one event (and its payload against its event type's schema) into a request.
@@ -377,7 +384,7 @@ async fn list_events(
     Ok(AppJson(Page::from_fetched(items, limit, |e| e.id.clone())))
 }
 
-fn delivery_view(d: crate::store::DeliveryRow) -> Delivery {
+pub(super) fn delivery_view(d: crate::store::DeliveryRow) -> Delivery {
     Delivery {
         id: d.id,
         event_id: d.event_id,

@@ -15,6 +15,7 @@ mod events;
 pub mod extract;
 mod health;
 mod idempotency;
+mod inbound;
 mod jobs;
 mod keys;
 mod resource;
@@ -39,10 +40,11 @@ pub use endpoints::{
     disable as disable_endpoint, runtime as endpoint_runtime, Batching, EndpointRuntime,
     RetryPolicy,
 };
+pub use events::newest_schema;
 pub use idempotency::RETENTION_MS as IDEMPOTENCY_RETENTION_MS;
 pub use keys::insert_key as keys_insert;
 pub use resource::audit as audit_entry;
-pub use sources::open_spec as open_source_spec;
+pub use sources::{ingest_of as source_ingest, open_spec as open_source_spec};
 
 /// Request bodies above this are refused with 413.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -84,6 +86,8 @@ pub struct Shared {
     pub delivery: Arc<crate::delivery::Engine>,
     /// API keys and schemas on the request path.
     pub caches: Arc<cache::Caches>,
+    /// The inbound hub.
+    pub ingest: Arc<crate::ingest::Ingest>,
 }
 
 #[derive(OpenApi)]
@@ -129,6 +133,7 @@ fn v1() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(envoys::routes())
         .merge(events::routes())
         .merge(jobs::routes())
+        .merge(inbound::routes())
         .split_for_parts()
 }
 

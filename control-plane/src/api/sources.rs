@@ -14,6 +14,7 @@ use super::resource::{
 };
 use super::AppState;
 use crate::ids::{new_id, now_ms, rfc3339};
+use crate::ingest::config::IngestConfig;
 use crate::secrets::mask;
 use crate::store::{Kind, Resource};
 use axum::extract::{Path, State};
@@ -35,6 +36,10 @@ pub struct SourceInput {
     pub description: String,
     /// The filter configuration of this source (see docs/filter-config.md).
     pub spec: SourceConfig,
+    /// What the hub does with accepted webhooks (only with `spec.mode: hub`; see
+    /// docs/inbound.md).
+    #[serde(default)]
+    pub ingest: Option<IngestConfig>,
 }
 
 /// A source, secrets masked.
@@ -48,6 +53,9 @@ pub struct Source {
     pub description: String,
     /// The filter configuration; secrets show only their last four characters.
     pub spec: SourceConfig,
+    /// The hub's processing settings (hub sources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest: Option<IngestConfig>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
@@ -61,6 +69,52 @@ struct Stored {
     description: String,
     /// Secrets replaced by their masks.
     spec: SourceConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ingest: Option<IngestConfig>,
+}
+
+/// A stored source's hub settings.
+pub fn ingest_of(r: &Resource) -> Option<IngestConfig> {
+    serde_json::from_value::<Stored>(r.body.clone())
+        .ok()
+        .and_then(|s| s.ingest)
+}
+
+/// Checks the hub settings against the source's mode, its tenant's endpoints and event types.
+async fn validate_ingest(
+    state: &AppState,
+    tenant: &str,
+    spec: &SourceConfig,
+    ingest: Option<&IngestConfig>,
+) -> Result<(), ApiError> {
+    let Some(ingest) = ingest else {
+        return Ok(());
+    };
+    if spec.mode != hookmesh_filter::config::SourceMode::Hub {
+        return Err(ApiError::field(
+            "ingest",
+            "only hub sources (`spec.mode: hub`) have ingest settings",
+        ));
+    }
+    let endpoints = state.store.list_all(Kind::Endpoint).await?;
+    let event_types = state.store.list_all(Kind::EventType).await?;
+    ingest
+        .compile(
+            &|id| {
+                endpoints
+                    .iter()
+                    .any(|e| e.id == id && e.tenant_id == tenant)
+            },
+            &|name| {
+                let prefix = format!("{tenant}/{name}/v");
+                event_types
+                    .iter()
+                    .any(|r| r.unique_key.starts_with(&prefix))
+                    .then(|| super::events::newest_schema(&event_types, tenant, name))
+            },
+        )
+        .map(|_| ())
+        .map_err(ApiError::Validation)
 }
 
 fn view(r: &Resource) -> Result<Source, ApiError> {
@@ -70,6 +124,7 @@ fn view(r: &Resource) -> Result<Source, ApiError> {
         tenant_id: r.tenant_id.clone(),
         description: s.description,
         spec: s.spec,
+        ingest: s.ingest,
         created_at: rfc3339(r.created_at),
         updated_at: rfc3339(r.updated_at),
         version: r.version,
@@ -179,6 +234,7 @@ async fn create(
     let tenant = who.tenant_for_create(input.tenant_id.as_deref())?;
     require_tenant(&state, &who, &tenant).await?;
     validate_all(&state, "", &input.spec).await?;
+    validate_ingest(&state, &tenant, &input.spec, input.ingest.as_ref()).await?;
     let id = new_id("src");
     let mut spec = input.spec;
     let secrets = seal_spec(&state, &id, &mut spec)?;
@@ -186,6 +242,7 @@ async fn create(
     let body = serde_json::to_value(Stored {
         description: input.description,
         spec,
+        ingest: input.ingest,
     })
     .map_err(ApiError::internal)?;
     let now = now_ms();
@@ -202,6 +259,7 @@ async fn create(
     };
     insert_audited(&state, &who, &r).await?;
     state.config.changed();
+    state.ingest.changed();
     Ok(with_etag(StatusCode::CREATED, 1, view(&r)?))
 }
 
@@ -266,11 +324,13 @@ async fn replace(
         }
     }
     validate_all(&state, &id, &spec).await?;
+    validate_ingest(&state, &old.tenant_id, &spec, input.ingest.as_ref()).await?;
     let secrets = seal_spec(&state, &id, &mut spec)?;
     let name = spec.name.clone();
     let body = serde_json::to_value(Stored {
         description: input.description,
         spec,
+        ingest: input.ingest,
     })
     .map_err(ApiError::internal)?;
     let r = Resource {
@@ -283,6 +343,7 @@ async fn replace(
     };
     update_audited(&state, &who, &old, &r).await?;
     state.config.changed();
+    state.ingest.changed();
     Ok(with_etag(StatusCode::OK, r.version, view(&r)?))
 }
 
@@ -298,5 +359,6 @@ async fn remove(
     who.require(Area::Sources, Access::Write)?;
     delete(&state, &who, Kind::Source, &id, if_match).await?;
     state.config.changed();
+    state.ingest.changed();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// Address of the REST API.
     #[arg(long, env = "HOOKMESH_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Address of the inbound hub's ingest, where Envoy forwards `hub` sources' webhooks
+    /// (the `hookmesh_ingest` cluster). Requests without the filter's token are refused.
+    #[arg(long, env = "HOOKMESH_INGEST_LISTEN", default_value = "127.0.0.1:8081")]
+    pub ingest_listen: SocketAddr,
     #[command(flatten)]
     pub db: DbArgs,
     #[command(flatten)]
@@ -255,7 +259,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let xds_listener = tokio::net::TcpListener::bind(args.xds.xds_listen)
         .await
         .with_context(|| format!("--xds-listen {}", args.xds.xds_listen))?;
-    tracing::info!(listen = %listener.local_addr()?, xds = %xds_listener.local_addr()?, database = state.store.backend(), "hookmesh control plane serving");
+    let ingest_listener = tokio::net::TcpListener::bind(args.ingest_listen)
+        .await
+        .with_context(|| format!("--ingest-listen {}", args.ingest_listen))?;
+    tracing::info!(listen = %listener.local_addr()?, xds = %xds_listener.local_addr()?, ingest = %ingest_listener.local_addr()?, database = state.store.backend(), "hookmesh control plane serving");
     let _refresher = state
         .config
         .spawn_refresher(std::time::Duration::from_secs(2));
@@ -270,6 +277,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         xds,
         stopped(stop_rx.clone()),
     ));
+    let ingest_task = tokio::spawn(server::serve_ingest(
+        ingest_listener,
+        state.ingest.clone(),
+        stopped(stop_rx.clone()),
+    ));
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
@@ -279,6 +291,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("xds server task")?
         .context("xds server")?;
+    ingest_task
+        .await
+        .context("ingest server task")?
+        .context("ingest server")?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -78,6 +78,17 @@ fn describe(e: &minijinja::Error) -> String {
     }
 }
 
+/// Renders a template over `context` into a JSON document (inbound transformations).
+///
+/// # Errors
+/// The template failed, or its output is not JSON.
+pub fn render_json(source: &str, context: &Value) -> Result<Value, String> {
+    let out = environment()
+        .render_str(source, minijinja::value::Serde(context))
+        .map_err(|e| format!("the template failed: {}", describe(&e)))?;
+    serde_json::from_str(&out).map_err(|e| format!("the template did not produce JSON: {e}"))
+}
+
 /// Renders the body of one event for an endpoint.
 ///
 /// # Errors

@@ -431,6 +431,25 @@ impl Engine {
         }
     }
 
+    /// Whether an endpoint's circuit is open now, in this process or any replica: deliveries
+    /// to it wait, and an inbound route uses its failover instead.
+    pub fn circuit_open(&self, endpoint: &str, now: i64) -> bool {
+        let local = self
+            .breakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(endpoint)
+            .and_then(breaker::Breaker::open_until)
+            .is_some_and(|until| until > now);
+        local
+            || self
+                .shared_circuits
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(endpoint)
+                .is_some_and(|&until| until > now)
+    }
+
     /// Tells the dispatcher that the store holds a delivery due now.
     pub fn wake(&self) {
         self.store_due

@@ -3,7 +3,9 @@
 //! are stored leased to this process and then handed to the dispatcher in memory.
 
 use super::Engine;
-use crate::store::{DeliveryRow, EventRow, NewDelivery, NewEvent, StoreError, Stored};
+use crate::store::{
+    DeliveryRow, EventRow, NewDelivery, NewEvent, NewInbound, StoreError, Stored, Written,
+};
 use tokio::sync::oneshot;
 
 /// One event to publish.
@@ -34,10 +36,13 @@ pub struct Published {
     pub duplicate: bool,
 }
 
-pub(super) type Batch = (
-    Vec<NewEvent>,
-    oneshot::Sender<Result<Vec<Stored>, StoreError>>,
-);
+/// What one caller hands the writer: events, and inbound events whose `events` ranges index
+/// into them. The reply comes once they are durable.
+pub(super) struct Batch {
+    pub(super) events: Vec<NewEvent>,
+    pub(super) inbound: Vec<NewInbound>,
+    pub(super) reply: oneshot::Sender<Result<Written, StoreError>>,
+}
 
 /// Marks the deliveries due now that the dispatcher has room for as leased to this process, so
 /// they go to it in memory after the commit instead of being claimed back from the store.
@@ -118,6 +123,29 @@ pub(super) fn hand_over(engine: &Engine, events: Vec<NewEvent>, stored: &[Stored
 }
 
 impl Engine {
+    /// Stores events and inbound events in the next group commit; returns once they are
+    /// durable. Deliveries due now go to this process's dispatcher in memory.
+    ///
+    /// # Errors
+    /// When the store fails: nothing is acknowledged then.
+    pub async fn write(
+        &self,
+        events: Vec<NewEvent>,
+        inbound: Vec<NewInbound>,
+    ) -> Result<Written, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let stopped = || StoreError::Corrupt("the committer stopped".into());
+        self.committer
+            .send(Batch {
+                events,
+                inbound,
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
     /// Stores events with one delivery per subscribed, enabled endpoint; returns once durable.
     ///
     /// # Errors
@@ -138,6 +166,7 @@ impl Engine {
                         id: crate::ids::new_id("dlv"),
                         endpoint_id: e.id.clone(),
                         ordered: e.ordered,
+                        order_key: None,
                         leased_until: None,
                     })
                     .collect();
@@ -159,14 +188,7 @@ impl Engine {
             .iter()
             .map(|e| (e.id.clone(), e.deliveries.len()))
             .collect();
-        let (tx, rx) = oneshot::channel();
-        self.committer
-            .send((events, tx))
-            .await
-            .map_err(|_| StoreError::Corrupt("the committer stopped".into()))?;
-        let stored = rx
-            .await
-            .map_err(|_| StoreError::Corrupt("the committer stopped".into()))??;
+        let stored = self.write(events, Vec::new()).await?.events;
         Ok(summary
             .into_iter()
             .zip(stored)

@@ -4,7 +4,7 @@
 
 use super::publish::{hand_over, lease_fresh, Batch};
 use super::Engine;
-use crate::store::{Completion, NewEvent, StoreError};
+use crate::store::{Completion, NewEvent, NewInbound, StoreError, Written};
 use std::sync::{Arc, Weak};
 use tokio::sync::{mpsc, Semaphore};
 
@@ -48,10 +48,11 @@ pub(super) async fn run(
         } else {
             (true, true)
         };
-        let mut n: usize = batches.iter().map(|(e, _)| e.len()).sum();
+        let size = |b: &Batch| b.events.len() + b.inbound.len();
+        let mut n: usize = batches.iter().map(size).sum();
         while take_events && n < EVENTS_PER_WRITE {
             let Ok(b) = events.try_recv() else { break };
-            n += b.0.len();
+            n += size(&b);
             batches.push(b);
         }
         while take_outcomes && done.len() < OUTCOMES_PER_WRITE {
@@ -72,22 +73,30 @@ pub(super) async fn run(
 }
 
 async fn write(engine: &Engine, batches: Vec<Batch>, done: Vec<Completion>) {
-    let mut all: Vec<NewEvent> = Vec::with_capacity(batches.iter().map(|(e, _)| e.len()).sum());
+    let mut all: Vec<NewEvent> = Vec::with_capacity(batches.iter().map(|b| b.events.len()).sum());
+    let mut inbound: Vec<NewInbound> = Vec::new();
     let mut replies = Vec::with_capacity(batches.len());
-    for (events, reply) in batches {
-        replies.push((events.len(), reply));
-        all.extend(events);
+    for b in batches {
+        replies.push((b.events.len(), b.inbound.len(), b.reply));
+        // The inbound events' ranges index into the combined list.
+        let offset = all.len();
+        inbound.extend(b.inbound.into_iter().map(|mut n| {
+            n.events = n.events.start + offset..n.events.end + offset;
+            n
+        }));
+        all.extend(b.events);
     }
     let now = crate::ids::now_ms();
     let (hot, backlog) = lease_fresh(engine, &mut all, now);
-    let result = match engine.store.write_batch(&all, &done, now).await {
-        Err(e) if !all.is_empty() && !done.is_empty() => {
+    let writes = !all.is_empty() || !inbound.is_empty();
+    let result = match engine.store.write_batch(&all, &inbound, &done, now).await {
+        Err(e) if writes && !done.is_empty() => {
             // Each half alone, so a failure in one does not hold back the other.
             tracing::warn!(error = %e, "a combined write failed; writing events and outcomes apart");
             record_outcomes(engine, &done, now).await;
-            engine.store.write_batch(&all, &[], now).await
+            engine.store.write_batch(&all, &inbound, &[], now).await
         }
-        Err(e) if all.is_empty() => {
+        Err(e) if !writes => {
             // The leases expire and these deliveries are attempted again: at-least-once.
             tracing::error!(error = %e, n = done.len(), "recording attempts failed");
             return;
@@ -95,11 +104,15 @@ async fn write(engine: &Engine, batches: Vec<Batch>, done: Vec<Completion>) {
         other => other,
     };
     match result {
-        Ok(stored) => {
-            hand_over(engine, all, &stored, hot);
-            let mut rest = stored.into_iter();
-            for (len, reply) in replies {
-                let _ = reply.send(Ok(rest.by_ref().take(len).collect()));
+        Ok(written) => {
+            hand_over(engine, all, &written.events, hot);
+            let mut events = written.events.into_iter();
+            let mut inbound = written.inbound.into_iter();
+            for (n_events, n_inbound, reply) in replies {
+                let _ = reply.send(Ok(Written {
+                    events: events.by_ref().take(n_events).collect(),
+                    inbound: inbound.by_ref().take(n_inbound).collect(),
+                }));
             }
             if backlog {
                 engine.wake();
@@ -109,7 +122,7 @@ async fn write(engine: &Engine, batches: Vec<Batch>, done: Vec<Completion>) {
             engine.hot.give_back(hot);
             let message = e.to_string();
             tracing::error!(error = %message, events = all.len(), "storing events failed");
-            for (_, reply) in replies {
+            for (_, _, reply) in replies {
                 let _ = reply.send(Err(StoreError::Corrupt(format!(
                     "storing events failed: {message}"
                 ))));
@@ -119,7 +132,7 @@ async fn write(engine: &Engine, batches: Vec<Batch>, done: Vec<Completion>) {
 }
 
 async fn record_outcomes(engine: &Engine, done: &[Completion], now: i64) {
-    if let Err(e) = engine.store.write_batch(&[], done, now).await {
+    if let Err(e) = engine.store.write_batch(&[], &[], done, now).await {
         // The leases expire and these deliveries are attempted again: at-least-once.
         tracing::error!(error = %e, n = done.len(), "recording attempts failed");
     }

@@ -173,8 +173,11 @@ pub struct NewDelivery {
     pub id: String,
     /// The endpoint.
     pub endpoint_id: String,
-    /// Whether the endpoint is FIFO.
+    /// Whether the delivery waits for earlier open ones to its endpoint (FIFO endpoint, or an
+    /// inbound route's ordering key).
     pub ordered: bool,
+    /// With `ordered`: wait only for earlier deliveries with this key (or none).
+    pub order_key: Option<String>,
     /// Stored already leased to this process until then (unix ms): it is handed to the
     /// dispatcher in memory instead of being claimed back from the store.
     pub leased_until: Option<i64>,
@@ -187,6 +190,87 @@ pub enum Stored {
     Created,
     /// An event with the same dedup key exists: its id.
     Duplicate(String),
+}
+
+/// An inbound webhook accepted by a hub source, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundRow {
+    /// Id (`inb_…`).
+    pub id: String,
+    /// Tenant of the source.
+    pub tenant_id: String,
+    /// The source.
+    pub source_id: String,
+    /// The source's name (as the filter reported it).
+    pub source_name: String,
+    /// `routed`, `quarantined` or `failed`.
+    pub status: String,
+    /// The duplicate-detection key, when the source has one.
+    pub dedup_key: Option<String>,
+    /// HTTP method.
+    pub method: String,
+    /// Path.
+    pub path: String,
+    /// Query string without `?`.
+    pub query: String,
+    /// JSON object, secrets masked.
+    pub headers: String,
+    /// The body as received.
+    pub body: Vec<u8>,
+    /// The client address Envoy saw.
+    pub client_ip: Option<String>,
+    /// Unix ms.
+    pub received_at: i64,
+    /// The computed event type.
+    pub event_type: Option<String>,
+    /// The transformation's output (JSON text).
+    pub result: Option<String>,
+    /// JSON array of routing decisions.
+    pub routing: String,
+    /// Why the event was quarantined or failed.
+    pub error: Option<String>,
+    /// Copies received since, acknowledged and dropped.
+    pub duplicates: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+}
+
+/// An inbound event to store, with the outbound events its routes made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewInbound {
+    /// The row.
+    pub row: InboundRow,
+    /// The key's window ends then (unix ms); with `row.dedup_key`.
+    pub dedup_until: Option<i64>,
+    /// Its outbound events: this range of the events written with it. They are not stored when
+    /// the inbound event is a duplicate.
+    pub events: std::ops::Range<usize>,
+    /// Replace a stored row's outcome (replay, release) instead of inserting.
+    pub replace: bool,
+}
+
+/// What a write stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Per event.
+    pub events: Vec<Stored>,
+    /// Per inbound event: a duplicate names the first copy.
+    pub inbound: Vec<Stored>,
+}
+
+/// Inbound event filters.
+#[derive(Debug, Clone, Default)]
+pub struct InboundQuery {
+    /// Tenant.
+    pub tenant_id: Option<String>,
+    /// Source.
+    pub source_id: Option<String>,
+    /// Status.
+    pub status: Option<String>,
+    /// Ids after this.
+    pub after: Option<String>,
+    /// Page size.
+    pub limit: i64,
 }
 
 /// A stored event.
@@ -403,14 +487,24 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets keys older than `before` (unix ms).
     async fn idempotency_purge(&self, before: i64) -> Result<u64, StoreError>;
 
-    /// In one transaction (group commit): stores events with their deliveries, and records
-    /// attempts with their outcomes. Returns what became of each event.
+    /// In one transaction (group commit): stores inbound events (dropping duplicates), events
+    /// with their deliveries, and records attempts with their outcomes. Returns what became of
+    /// each event and inbound event.
     async fn write_batch(
         &self,
         events: &[NewEvent],
+        inbound: &[NewInbound],
         done: &[Completion],
         now: i64,
-    ) -> Result<Vec<Stored>, StoreError>;
+    ) -> Result<Written, StoreError>;
+    /// A page of inbound events, newest last.
+    async fn list_inbound(&self, q: &InboundQuery) -> Result<Vec<InboundRow>, StoreError>;
+    /// An inbound event by id.
+    async fn get_inbound(&self, id: &str) -> Result<Option<InboundRow>, StoreError>;
+    /// Deletes an inbound event if its status is `status`; false when there was none.
+    async fn delete_inbound(&self, id: &str, status: &str) -> Result<bool, StoreError>;
+    /// Forgets duplicate-detection keys whose window ended before `now`.
+    async fn purge_inbound_dedup(&self, now: i64) -> Result<u64, StoreError>;
 
     /// Leases up to `limit` due deliveries (pending and due, or leased with an expired lease)
     /// until `lease_until`, highest priority first.

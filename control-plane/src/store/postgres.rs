@@ -3,8 +3,8 @@
 use super::sql::{claim_sql, parse_kind, shaped_chunks, sql_store, DbTypes};
 use super::{
     AttemptRow, AuditEntry, AuditQuery, Completion, DeliveryQuery, DeliveryRow, EventRow,
-    IdempotentResponse, Kind, ListQuery, NewDelivery, NewEvent, ReplayFilter, Reservation,
-    Resource, Store, StoreError, Stored,
+    IdempotentResponse, InboundQuery, InboundRow, Kind, ListQuery, NewDelivery, NewEvent,
+    NewInbound, ReplayFilter, Reservation, Resource, Store, StoreError, Stored, Written,
 };
 use sqlx::postgres::PgPoolOptions;
 use std::time::Duration;

@@ -8,12 +8,17 @@
 macro_rules! sql_store {
     ($store:ident, $backend:literal, $begin:expr, $claim:expr) => {
         impl $store {
-            async fn insert_events_in(tx: &mut sqlx::Transaction<'static, <Self as DbTypes>::Db>, events: &[NewEvent]) -> Result<Vec<Stored>, StoreError> {
+            /// `suppressed[i]` names the inbound event whose duplicate made event `i`: not stored.
+            async fn insert_events_in(tx: &mut sqlx::Transaction<'static, <Self as DbTypes>::Db>, events: &[NewEvent], suppressed: &[Option<String>]) -> Result<Vec<Stored>, StoreError> {
                 use sqlx::Row as _;
                 let mut out = Vec::with_capacity(events.len());
                 let mut fresh: Vec<&NewEvent> = Vec::with_capacity(events.len());
                 let mut in_batch: std::collections::HashMap<(&str, &str), &str> = std::collections::HashMap::new();
-                for e in events {
+                for (i, e) in events.iter().enumerate() {
+                    if let Some(Some(first)) = suppressed.get(i) {
+                        out.push(Stored::Duplicate(first.clone()));
+                        continue;
+                    }
                     if let Some(key) = &e.dedup_key {
                         if let Some(id) = in_batch.get(&(e.tenant_id.as_str(), key.as_str())) {
                             out.push(Stored::Duplicate((*id).to_owned()));
@@ -44,7 +49,7 @@ macro_rules! sql_store {
                 let deliveries: Vec<(&NewEvent, &NewDelivery)> = fresh.iter().flat_map(|e| e.deliveries.iter().map(move |d| (*e, d))).collect();
                 for chunk in shaped_chunks(&deliveries) {
                     let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new(
-                        "INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, lease_until, priority, last_error, created_at, updated_at, ordered) ",
+                        "INSERT INTO deliveries (id, event_id, endpoint_id, tenant_id, status, attempts, next_attempt_at, lease_until, priority, last_error, created_at, updated_at, ordered, order_key) ",
                     );
                     q.push_values(chunk, |mut row, (e, d)| {
                         row.push_bind(&d.id)
@@ -59,11 +64,127 @@ macro_rules! sql_store {
                             .push_bind(None::<String>)
                             .push_bind(e.created_at)
                             .push_bind(e.created_at)
-                            .push_bind(d.ordered);
+                            .push_bind(d.ordered)
+                            .push_bind(&d.order_key);
                     });
                     q.build().execute(&mut **tx).await?;
                 }
                 Ok(out)
+            }
+
+            /// Stores inbound events, dropping those whose key is still in its window (the first
+            /// copy's duplicate count goes up instead).
+            async fn inbound_in(tx: &mut sqlx::Transaction<'static, <Self as DbTypes>::Db>, inbound: &[NewInbound], now: i64) -> Result<Vec<Stored>, StoreError> {
+                use sqlx::Row as _;
+                let mut out = Vec::with_capacity(inbound.len());
+                let mut fresh: Vec<&InboundRow> = Vec::with_capacity(inbound.len());
+                let mut replaced: Vec<&InboundRow> = Vec::new();
+                let mut bumps: Vec<String> = Vec::new();
+                let mut in_batch: std::collections::HashMap<(&str, &str), &str> = std::collections::HashMap::new();
+                for n in inbound {
+                    let r = &n.row;
+                    if n.replace {
+                        replaced.push(r);
+                        out.push(Stored::Created);
+                        continue;
+                    }
+                    if let (Some(key), Some(until)) = (&r.dedup_key, n.dedup_until) {
+                        if let Some(first) = in_batch.get(&(r.source_id.as_str(), key.as_str())) {
+                            bumps.push((*first).to_owned());
+                            out.push(Stored::Duplicate((*first).to_owned()));
+                            continue;
+                        }
+                        // A key whose window has ended starts a new one.
+                        let won = sqlx::query(
+                            "INSERT INTO inbound_dedup (source_id, dedup_key, inbound_id, expires_at) VALUES ($1, $2, $3, $4) \
+                             ON CONFLICT (source_id, dedup_key) DO UPDATE SET inbound_id = excluded.inbound_id, expires_at = excluded.expires_at \
+                             WHERE inbound_dedup.expires_at <= $5 RETURNING inbound_id",
+                        )
+                        .bind(&r.source_id)
+                        .bind(key)
+                        .bind(&r.id)
+                        .bind(until)
+                        .bind(now)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                        if won.is_none() {
+                            let first: String = sqlx::query("SELECT inbound_id FROM inbound_dedup WHERE source_id = $1 AND dedup_key = $2")
+                                .bind(&r.source_id)
+                                .bind(key)
+                                .fetch_one(&mut **tx)
+                                .await?
+                                .try_get("inbound_id")?;
+                            bumps.push(first.clone());
+                            out.push(Stored::Duplicate(first));
+                            continue;
+                        }
+                        in_batch.insert((r.source_id.as_str(), key.as_str()), r.id.as_str());
+                    }
+                    fresh.push(r);
+                    out.push(Stored::Created);
+                }
+                const INSERT_INBOUND: &str = "INSERT INTO inbound_events (id, tenant_id, source_id, source_name, status, dedup_key, method, path, query, headers, body, client_ip, received_at, event_type, result, routing, error, duplicates, updated_at) ";
+                fn values<'a, 'q>(mut row: sqlx::query_builder::Separated<'_, 'q, <$store as DbTypes>::Db, &'static str>, r: &'a InboundRow) where 'a: 'q {
+                    row.push_bind(&r.id)
+                        .push_bind(&r.tenant_id)
+                        .push_bind(&r.source_id)
+                        .push_bind(&r.source_name)
+                        .push_bind(&r.status)
+                        .push_bind(&r.dedup_key)
+                        .push_bind(&r.method)
+                        .push_bind(&r.path)
+                        .push_bind(&r.query)
+                        .push_bind(&r.headers)
+                        .push_bind(&r.body)
+                        .push_bind(&r.client_ip)
+                        .push_bind(r.received_at)
+                        .push_bind(&r.event_type)
+                        .push_bind(&r.result)
+                        .push_bind(&r.routing)
+                        .push_bind(&r.error)
+                        .push_bind(r.duplicates)
+                        .push_bind(r.updated_at);
+                }
+                for chunk in shaped_chunks(&fresh) {
+                    let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new(INSERT_INBOUND);
+                    q.push_values(chunk, |row, r| values(row, r));
+                    q.build().execute(&mut **tx).await?;
+                }
+                for r in replaced {
+                    let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new(INSERT_INBOUND);
+                    q.push_values([r], |row, r| values(row, r));
+                    q.push(" ON CONFLICT (id) DO UPDATE SET status = excluded.status, event_type = excluded.event_type, result = excluded.result, routing = excluded.routing, error = excluded.error, updated_at = excluded.updated_at");
+                    q.build().execute(&mut **tx).await?;
+                }
+                for id in bumps {
+                    sqlx::query("UPDATE inbound_events SET duplicates = duplicates + 1 WHERE id = $1").bind(id).execute(&mut **tx).await?;
+                }
+                Ok(out)
+            }
+
+            fn inbound(row: &<Self as DbTypes>::Row) -> Result<InboundRow, StoreError> {
+                use sqlx::Row as _;
+                Ok(InboundRow {
+                    id: row.try_get("id")?,
+                    tenant_id: row.try_get("tenant_id")?,
+                    source_id: row.try_get("source_id")?,
+                    source_name: row.try_get("source_name")?,
+                    status: row.try_get("status")?,
+                    dedup_key: row.try_get("dedup_key")?,
+                    method: row.try_get("method")?,
+                    path: row.try_get("path")?,
+                    query: row.try_get("query")?,
+                    headers: row.try_get("headers")?,
+                    body: row.try_get("body")?,
+                    client_ip: row.try_get("client_ip")?,
+                    received_at: row.try_get("received_at")?,
+                    event_type: row.try_get("event_type")?,
+                    result: row.try_get("result")?,
+                    routing: row.try_get("routing")?,
+                    error: row.try_get("error")?,
+                    duplicates: row.try_get("duplicates")?,
+                    updated_at: row.try_get("updated_at")?,
+                })
             }
 
             async fn complete_in(tx: &mut sqlx::Transaction<'static, <Self as DbTypes>::Db>, done: &[Completion], now: i64) -> Result<(), StoreError> {
@@ -437,12 +558,54 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn write_batch(&self, events: &[NewEvent], done: &[Completion], now: i64) -> Result<Vec<Stored>, StoreError> {
+            async fn write_batch(&self, events: &[NewEvent], inbound: &[NewInbound], done: &[Completion], now: i64) -> Result<Written, StoreError> {
                 let mut tx = self.writer.begin_with($begin).await?;
-                let stored = Self::insert_events_in(&mut tx, events).await?;
+                let inbound_stored = Self::inbound_in(&mut tx, inbound, now).await?;
+                let mut suppressed: Vec<Option<String>> = Vec::new();
+                for (n, s) in inbound.iter().zip(&inbound_stored) {
+                    if let Stored::Duplicate(first) = s {
+                        suppressed.resize(events.len(), None);
+                        for slot in suppressed.get_mut(n.events.clone()).into_iter().flatten() {
+                            *slot = Some(first.clone());
+                        }
+                    }
+                }
+                let stored = Self::insert_events_in(&mut tx, events, &suppressed).await?;
                 Self::complete_in(&mut tx, done, now).await?;
                 tx.commit().await?;
-                Ok(stored)
+                Ok(Written { events: stored, inbound: inbound_stored })
+            }
+
+            async fn list_inbound(&self, q: &InboundQuery) -> Result<Vec<InboundRow>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT * FROM inbound_events WHERE (CAST($1 AS TEXT) IS NULL OR tenant_id = $1) \
+                     AND (CAST($2 AS TEXT) IS NULL OR source_id = $2) \
+                     AND (CAST($3 AS TEXT) IS NULL OR status = $3) \
+                     AND (CAST($4 AS TEXT) IS NULL OR id > $4) ORDER BY id LIMIT $5",
+                )
+                .bind(&q.tenant_id)
+                .bind(&q.source_id)
+                .bind(&q.status)
+                .bind(&q.after)
+                .bind(q.limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(Self::inbound).collect()
+            }
+
+            async fn get_inbound(&self, id: &str) -> Result<Option<InboundRow>, StoreError> {
+                let row = sqlx::query("SELECT * FROM inbound_events WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::inbound).transpose()
+            }
+
+            async fn delete_inbound(&self, id: &str, status: &str) -> Result<bool, StoreError> {
+                let done = sqlx::query("DELETE FROM inbound_events WHERE id = $1 AND status = $2").bind(id).bind(status).execute(&self.writer).await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn purge_inbound_dedup(&self, now: i64) -> Result<u64, StoreError> {
+                let done = sqlx::query("DELETE FROM inbound_dedup WHERE expires_at <= $1").bind(now).execute(&self.writer).await?;
+                Ok(done.rows_affected())
             }
 
             async fn claim_deliveries(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<DeliveryRow>, StoreError> {
@@ -680,7 +843,7 @@ macro_rules! claim_sql {
 
 macro_rules! fifo_ready {
     () => {
-        "(NOT d.ordered OR NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.endpoint_id = d.endpoint_id AND p.id < d.id AND p.ordered AND p.status IN ('pending', 'leased')))"
+        "(NOT d.ordered OR NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.endpoint_id = d.endpoint_id AND p.id < d.id AND p.ordered AND p.status IN ('pending', 'leased') AND (d.order_key IS NULL OR p.order_key IS NULL OR p.order_key = d.order_key)))"
     };
 }
 

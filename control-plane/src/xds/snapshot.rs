@@ -233,6 +233,7 @@ async fn build(
         network: NetworkConfig {
             trusted_hops: settings.trusted_hops,
         },
+        ingest_token: Some(keys.ingest_token().into()),
     };
     filter_config.compile()?;
     let json = serde_json::to_string(&filter_config).map_err(|e| SnapshotError::Secrets {

@@ -1,0 +1,337 @@
+//! The inbound hub: webhooks that a `hub` source's filter accepted arrive here from Envoy, are
+//! stored before the provider gets its 2xx, and go on through duplicate detection, parsing,
+//! validation, transformation and routing into the delivery engine.
+//!
+//! - [`config`]: a source's `ingest` settings and their compiled form.
+//! - [`parse`]: bodies (JSON, forms, multipart, XML) into one JSON document.
+//! - [`jq`]: jq programs (jaq) for transformations, conditions and keys.
+//! - [`process`]: one webhook through the pipeline.
+//!
+//! The listener trusts the filter's `x-hookmesh-*` headers only with the deployment's ingest
+//! token, which the control plane pushes to the filter with its configuration.
+
+pub mod config;
+pub mod jq;
+pub mod parse;
+pub mod process;
+
+use crate::api::error::ApiError;
+use crate::delivery::Engine;
+use crate::secrets::MasterKeys;
+use crate::store::{Kind, Store, StoreError, Stored};
+use crate::telemetry::Metrics;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use config::Pipeline;
+use hookmesh_filter::config::SourceMode;
+use hookmesh_filter::SchemeName;
+use process::{Received, Run, Verdict};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// The header carrying the deployment's ingest token.
+pub const TOKEN_HEADER: &str = "x-hookmesh-ingest-token";
+
+/// Request bodies above this are refused (413).
+pub const BODY_LIMIT: usize = 10 * 1024 * 1024;
+
+/// A hub source with its compiled pipeline.
+#[derive(Debug)]
+pub struct SourcePipeline {
+    /// Source id.
+    pub id: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Name (what the filter sends as `x-hookmesh-source`).
+    pub name: String,
+    /// The verification scheme (for the provider's duplicate id).
+    pub scheme: Option<SchemeName>,
+    /// The compiled settings.
+    pub pipeline: Pipeline,
+}
+
+/// The ingest: hub sources by name, swapped whole on every change.
+pub struct Ingest {
+    store: Arc<dyn Store>,
+    keys: Arc<MasterKeys>,
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    trusted_hops: u8,
+    sources: RwLock<Arc<HashMap<String, Arc<SourcePipeline>>>>,
+    dirty: Notify,
+    last_miss_reload: tokio::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Ingest {
+    /// Loads the hub sources and keeps them current (on [`Ingest::changed`], and every 2 s).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        keys: Arc<MasterKeys>,
+        engine: Arc<Engine>,
+        metrics: Arc<Metrics>,
+        trusted_hops: u8,
+    ) -> Result<Arc<Ingest>, StoreError> {
+        let ingest = Arc::new(Ingest {
+            store,
+            keys,
+            engine,
+            metrics,
+            trusted_hops,
+            sources: RwLock::default(),
+            dirty: Notify::new(),
+            last_miss_reload: tokio::sync::Mutex::new(None),
+        });
+        ingest.refresh().await?;
+        let me = Arc::downgrade(&ingest);
+        tokio::spawn(async move {
+            loop {
+                let Some(i) = me.upgrade() else { return };
+                tokio::select! {
+                    _ = i.dirty.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+                if let Err(e) = i.refresh().await {
+                    tracing::warn!(error = %e, "reloading hub sources failed");
+                }
+            }
+        });
+        Ok(ingest)
+    }
+
+    /// The store.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// Signals a change of sources, endpoints or event types.
+    pub fn changed(&self) {
+        self.dirty.notify_one();
+    }
+
+    /// Rebuilds every hub source's pipeline from the store.
+    ///
+    /// # Errors
+    /// Storage failures (the previous pipelines stay).
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        let event_types = self.store.list_all(Kind::EventType).await?;
+        let mut map = HashMap::new();
+        for r in self.store.list_all(Kind::Source).await? {
+            let Ok(spec) = serde_json::from_value::<hookmesh_filter::config::SourceConfig>(
+                r.body.get("spec").cloned().unwrap_or_default(),
+            ) else {
+                continue;
+            };
+            if spec.mode != SourceMode::Hub {
+                continue;
+            }
+            let config = crate::api::source_ingest(&r).unwrap_or_default();
+            // Checked when saved; an endpoint deleted since shows in the routing decisions.
+            let compiled = config.compile(&|_| true, &|name| {
+                Some(crate::api::newest_schema(&event_types, &r.tenant_id, name))
+            });
+            match compiled {
+                Ok(pipeline) => {
+                    map.insert(
+                        spec.name.clone(),
+                        Arc::new(SourcePipeline {
+                            id: r.id.clone(),
+                            tenant_id: r.tenant_id.clone(),
+                            name: spec.name.clone(),
+                            scheme: spec.verify.as_ref().map(|v| v.scheme),
+                            pipeline,
+                        }),
+                    );
+                }
+                Err(errors) => {
+                    tracing::error!(source = %r.id, ?errors, "hub source skipped: its ingest settings do not compile")
+                }
+            }
+        }
+        *self.sources.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(map);
+        Ok(())
+    }
+
+    fn get(&self, name: &str) -> Option<Arc<SourcePipeline>> {
+        self.sources
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// A hub source by name, reloading first (at most once a second) when it is unknown:
+    /// another replica may have created it a moment ago.
+    async fn get_fresh(&self, name: &str) -> Option<Arc<SourcePipeline>> {
+        if let Some(s) = self.get(name) {
+            return Some(s);
+        }
+        let mut last = self.last_miss_reload.lock().await;
+        if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            if let Err(e) = self.refresh().await {
+                tracing::warn!(error = %e, "reloading hub sources after a miss failed");
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        drop(last);
+        self.get(name)
+    }
+
+    /// A hub source by id.
+    pub fn by_id(&self, id: &str) -> Option<Arc<SourcePipeline>> {
+        self.sources
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|s| s.id == id)
+            .cloned()
+    }
+
+    /// Runs a stored inbound event through its source's current pipeline again (replay), or
+    /// out of quarantine (release), storing the new outcome and outbound events together.
+    ///
+    /// # Errors
+    /// The source is gone or no longer a hub source (409), or the store failed.
+    pub async fn rerun(
+        &self,
+        row: &crate::store::InboundRow,
+        how: Run,
+    ) -> Result<crate::store::InboundRow, ApiError> {
+        let Some(src) = self.by_id(&row.source_id) else {
+            return Err(ApiError::Conflict(
+                "the event's source no longer exists or is not a hub source".into(),
+            ));
+        };
+        let mut rx = Received::from_row(row);
+        // The stored masks stand in for the masked headers; the body is as received.
+        rx.received_at = row.received_at;
+        match process::run(&self.engine, &src, &rx, row.id.clone(), how).await {
+            Verdict::Reject(reason) => Err(ApiError::Conflict(reason)),
+            Verdict::Store(mut inbound, events) => {
+                inbound.row.duplicates = row.duplicates;
+                inbound.row.dedup_key = row.dedup_key.clone();
+                let out = inbound.row.clone();
+                self.engine
+                    .write(events, vec![inbound])
+                    .await
+                    .map_err(|e| ApiError::Unavailable(format!("storing failed: {e}")))?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// The ingest listener's routes.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .fallback(receive)
+            .layer(DefaultBodyLimit::max(BODY_LIMIT))
+            .with_state(self.clone())
+    }
+}
+
+fn problem(e: ApiError) -> Response {
+    e.into_response()
+}
+
+/// One webhook from Envoy.
+async fn receive(
+    State(ingest): State<Arc<Ingest>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let token = headers.get(TOKEN_HEADER).map_or(&b""[..], |v| v.as_bytes());
+    if !ingest.keys.accepts_ingest_token(token) {
+        return problem(ApiError::Forbidden(
+            "the ingest accepts only requests forwarded by a hookmesh Envoy filter (missing or wrong x-hookmesh-ingest-token)".into(),
+        ));
+    }
+    let Some(name) = headers
+        .get("x-hookmesh-source")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return problem(ApiError::BadRequest(
+            "no x-hookmesh-source header: the filter names the source it verified".into(),
+        ));
+    };
+    let Some(src) = ingest.get_fresh(name).await else {
+        return problem(ApiError::NotFound);
+    };
+    let received_at = crate::ids::now_ms();
+    let client_ip = hookmesh_filter::client_address(
+        None,
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+        // Envoy appended its TCP peer: one more trusted entry than the filter counts.
+        ingest.trusted_hops.saturating_add(1),
+    )
+    .map(|ip| ip.to_string());
+    let rx = Received {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        query: uri.query().unwrap_or("").to_owned(),
+        headers: headers
+            .iter()
+            .filter(|(n, _)| n.as_str() != TOKEN_HEADER)
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: body.to_vec(),
+        client_ip,
+        received_at,
+    };
+    let id = crate::ids::new_id("inb");
+    match process::run(&ingest.engine, &src, &rx, id, Run::Arrival).await {
+        Verdict::Reject(reason) => {
+            ingest.metrics.inbound(&src.name, "rejected");
+            problem(ApiError::BadRequest(reason))
+        }
+        Verdict::Store(inbound, events) => {
+            let (id, status) = (inbound.row.id.clone(), inbound.row.status.clone());
+            match ingest.engine.write(events, vec![inbound]).await {
+                Ok(written) => match written.inbound.into_iter().next() {
+                    Some(Stored::Duplicate(first)) => {
+                        ingest.metrics.inbound(&src.name, "duplicate");
+                        reply(StatusCode::OK, &first, "duplicate")
+                    }
+                    Some(Stored::Created) => {
+                        let (outcome, shown) = match status.as_str() {
+                            "quarantined" => ("quarantined", "quarantined"),
+                            "failed" => ("failed", "accepted"),
+                            _ => ("accepted", "accepted"),
+                        };
+                        ingest.metrics.inbound(&src.name, outcome);
+                        reply(StatusCode::OK, &id, shown)
+                    }
+                    None => problem(ApiError::Unavailable("the store answered nothing".into())),
+                },
+                Err(e) => {
+                    tracing::error!(source = %src.name, error = %e, "storing an inbound webhook failed");
+                    ingest.metrics.inbound(&src.name, "unavailable");
+                    problem(ApiError::Unavailable(
+                        "the webhook could not be stored; retry later".into(),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+fn reply(status: StatusCode, id: &str, outcome: &str) -> Response {
+    let body = serde_json::json!({"id": id, "status": outcome});
+    (status, axum::Json(body)).into_response()
+}
