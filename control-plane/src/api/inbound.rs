@@ -1,4 +1,4 @@
-//! `/v1/inbound-events` (list, detail, replay) and `/v1/quarantine` (list, release, delete):
+//! `/v1/inbound_events` (list, detail, replay) and `/v1/quarantine` (list, release, delete):
 //! what the hub received and what it did with it.
 
 use super::auth::{Access, Area, Principal};
@@ -164,7 +164,7 @@ async fn page(
 }
 
 /// List inbound webhooks.
-#[utoipa::path(get, path = "/v1/inbound-events", tag = "inbound", params(InboundParams), responses((status = 200, body = Page<InboundSummary>)))]
+#[utoipa::path(get, path = "/v1/inbound_events", tag = "inbound", params(InboundParams), responses((status = 200, body = Page<InboundSummary>)))]
 async fn list(
     State(state): State<AppState>,
     who: Principal,
@@ -245,7 +245,7 @@ async fn detail(state: &AppState, r: InboundRow) -> Result<InboundDetail, ApiErr
 }
 
 /// Get an inbound webhook in full.
-#[utoipa::path(get, path = "/v1/inbound-events/{id}", tag = "inbound", params(("id" = String, Path)), responses((status = 200, body = InboundDetail)))]
+#[utoipa::path(get, path = "/v1/inbound_events/{id}", tag = "inbound", params(("id" = String, Path)), responses((status = 200, body = InboundDetail)))]
 async fn get(
     State(state): State<AppState>,
     who: Principal,
@@ -258,7 +258,7 @@ async fn get(
 
 /// Run an inbound webhook through its source's current rules again: new routing decisions
 /// and new deliveries (validation applies; a quarantined webhook is released instead).
-#[utoipa::path(post, path = "/v1/inbound-events/{id}/replay", tag = "inbound", params(("id" = String, Path)), responses((status = 202, body = InboundDetail)))]
+#[utoipa::path(post, path = "/v1/inbound_events/{id}/replay", tag = "inbound", params(("id" = String, Path)), responses((status = 202, body = InboundDetail)))]
 async fn replay(
     State(state): State<AppState>,
     who: Principal,

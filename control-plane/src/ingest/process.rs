@@ -305,13 +305,15 @@ pub async fn run(
         None => src.name.clone(),
         Some(program) => match program.first(&doc, &meta) {
             Ok(Some(Value::String(t))) if valid_event_type(&t) => t,
-            Ok(other) => return failed(
-                row,
-                format!(
+            Ok(other) => {
+                return failed(
+                    row,
+                    format!(
                     "the event type program gave {}, not 1 to 128 letters, digits, `_`, `.` or `-`",
                     other.map_or("nothing".into(), |v| v.to_string())
                 ),
-            ),
+                )
+            }
             Err(e) => return failed(row, format!("the event type program failed: {e}")),
         },
     };

@@ -266,6 +266,12 @@ async fn openapi_document_covers_every_route() {
         "/v1/api_keys/{id}",
         "/v1/api_keys/{id}/rotate",
         "/v1/audit_log",
+        "/v1/inbound_events",
+        "/v1/inbound_events/{id}",
+        "/v1/inbound_events/{id}/replay",
+        "/v1/quarantine",
+        "/v1/quarantine/{id}",
+        "/v1/quarantine/{id}/release",
         "/healthz",
         "/readyz",
     ] {

@@ -15,7 +15,7 @@ both!(
     payloads_are_validated_and_ids_deduplicate
 );
 
-async fn endpoint(app: &TestApp, tenant: &str, body: Value) -> String {
+pub(crate) async fn endpoint(app: &TestApp, tenant: &str, body: Value) -> String {
     let mut body = body;
     body["tenant_id"] = json!(tenant);
     app.post("/v1/endpoints", ADMIN, body)
@@ -451,7 +451,10 @@ async fn per_endpoint_timeout_concurrency_and_rate_limit(app: TestApp) {
     );
 }
 
-fn fast_breaker(disable_after: Duration, threshold: u32) -> hookmesh::delivery::DeliverySettings {
+pub(crate) fn fast_breaker(
+    disable_after: Duration,
+    threshold: u32,
+) -> hookmesh::delivery::DeliverySettings {
     hookmesh::delivery::DeliverySettings {
         allow_destination_cidrs: vec!["127.0.0.0/8".parse().unwrap()],
         breaker_threshold: threshold,
@@ -1055,7 +1058,7 @@ async fn publish_numbered(app: &TestApp, tenant: &str, event_type: &str, n: usiz
 }
 
 /// Waits until `rx` has received `n` requests (15 s at most).
-async fn wait_count(rx: &Receiver, n: usize) {
+pub(crate) async fn wait_count(rx: &Receiver, n: usize) {
     let start = Instant::now();
     while rx.received().len() < n {
         assert!(

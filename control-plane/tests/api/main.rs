@@ -5,5 +5,6 @@ mod support;
 mod access;
 mod conventions;
 mod delivery;
+mod inbound;
 mod resources;
 mod secrets;

@@ -196,7 +196,35 @@ impl TestApp {
     }
 
     pub async fn send(&self, req: Request<Body>) -> Resp {
-        let resp = self.router.clone().oneshot(req).await.unwrap();
+        Self::answer(self.router.clone(), req).await
+    }
+
+    /// A webhook as Envoy forwards it to the ingest: the filter's token and source name, then
+    /// `headers`.
+    pub async fn ingest(&self, source: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+        let token = self.state.keys.ingest_token().to_owned();
+        let mut all = vec![
+            ("x-hookmesh-ingest-token", token.as_str()),
+            ("x-hookmesh-source", source),
+        ];
+        all.extend_from_slice(headers);
+        self.ingest_raw(&all, body).await
+    }
+
+    /// A request to the ingest exactly as given.
+    pub async fn ingest_raw(&self, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri("/hooks/in?via=test");
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        let req = req.body(Body::from(body.to_vec())).unwrap();
+        Self::answer(self.state.ingest.router(), req).await
+    }
+
+    async fn answer(router: Router, req: Request<Body>) -> Resp {
+        let resp = router.oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();

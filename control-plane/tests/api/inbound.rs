@@ -1,0 +1,486 @@
+//! The inbound hub: webhooks as Envoy forwards them to the ingest, real receivers behind.
+
+use crate::both;
+use crate::delivery::{endpoint, fast_breaker, wait_count};
+use crate::support::{TestApp, ADMIN};
+use hookmesh_e2e::Receiver;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+both!(
+    hub_webhooks_are_stored_transformed_routed_and_deduplicated,
+    schema_failures_are_rejected_or_quarantined_per_source,
+    replay_follows_the_current_rules
+);
+
+/// A hub source named `name` in `tenant` with the given ingest settings.
+async fn hub_source(app: &TestApp, tenant: &str, name: &str, ingest: Value) -> String {
+    app.post(
+        "/v1/sources",
+        ADMIN,
+        json!({
+            "tenant_id": tenant,
+            "spec": {"name": name, "match": {"path_prefix": format!("/{name}")}, "mode": "hub"},
+            "ingest": ingest,
+        }),
+    )
+    .await
+    .expect(201)
+    .json["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn inbound(app: &TestApp, id: &str) -> Value {
+    app.get(&format!("/v1/inbound_events/{id}"), ADMIN)
+        .await
+        .expect(200)
+        .json
+}
+
+async fn hub_webhooks_are_stored_transformed_routed_and_deduplicated(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let (a, b) = (Receiver::start(), Receiver::start());
+    let ea = endpoint(&app, &t, json!({"url": a.url("/a")})).await;
+    let eb = endpoint(&app, &t, json!({"url": b.url("/b")})).await;
+    hub_source(
+        &app,
+        &t,
+        "billing",
+        json!({
+            "transform": {
+                "jq": "{kind: .type, amount: .data.amount, source: $meta.source, via: $meta.query.via}",
+                "event_type": "\"billing.\" + .type",
+            },
+            "routes": [
+                {"name": "big", "when": ".data.amount >= 100", "to": [ea.clone()]},
+                {"name": "all", "to": [eb.clone()]},
+            ],
+        }),
+    )
+    .await;
+    let body = br#"{"type": "invoice.paid", "data": {"amount": 250}}"#;
+    let r = app
+        .ingest(
+            "billing",
+            &[
+                ("webhook-id", "msg_1"),
+                ("content-type", "application/json"),
+                ("authorization", "Bearer do-not-store-this-token-please"),
+            ],
+            body,
+        )
+        .await
+        .expect(200);
+    assert_eq!(r.json["status"], "accepted");
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    wait_count(&a, 1).await;
+    wait_count(&b, 1).await;
+    let expected =
+        json!({"kind": "invoice.paid", "amount": 250, "source": "billing", "via": "test"});
+    for rx in [&a, &b] {
+        let got: Value = serde_json::from_slice(&rx.received()[0].body).unwrap();
+        assert_eq!(got, expected);
+    }
+    let d = inbound(&app, &id).await;
+    assert_eq!(d["status"], "routed");
+    assert_eq!(d["event_type"], "billing.invoice.paid");
+    assert_eq!(d["dedup_key"], "msg_1");
+    assert_eq!(
+        d["document"],
+        json!({"type": "invoice.paid", "data": {"amount": 250}})
+    );
+    assert_eq!(d["result"], expected);
+    assert_eq!(d["request"]["body"], std::str::from_utf8(body).unwrap());
+    assert_eq!(d["request"]["query"], "via=test");
+    let auth = d["request"]["headers"]["authorization"].as_str().unwrap();
+    assert!(!auth.contains("do-not-store"), "{auth}");
+    assert!(d["request"]["headers"]
+        .get("x-hookmesh-ingest-token")
+        .is_none());
+    let routes: Vec<&str> = d["routing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["matched"] == true)
+        .map(|r| r["route"].as_str().unwrap())
+        .collect();
+    assert_eq!(routes, ["big", "all"]);
+    assert_eq!(d["deliveries"].as_array().unwrap().len(), 2, "{d}");
+
+    // The provider retries: acknowledged, counted, not routed again.
+    let again = app
+        .ingest(
+            "billing",
+            &[
+                ("webhook-id", "msg_1"),
+                ("content-type", "application/json"),
+            ],
+            body,
+        )
+        .await
+        .expect(200);
+    assert_eq!(again.json["status"], "duplicate");
+    assert_eq!(again.json["id"], id.as_str());
+    // A small payload only matches the second route.
+    app.ingest(
+        "billing",
+        &[
+            ("webhook-id", "msg_2"),
+            ("content-type", "application/json"),
+        ],
+        br#"{"type": "invoice.paid", "data": {"amount": 5}}"#,
+    )
+    .await
+    .expect(200);
+    wait_count(&b, 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        a.received().len(),
+        1,
+        "the duplicate and the small payload never reach A"
+    );
+    assert_eq!(b.received().len(), 2, "the duplicate never reaches B");
+    assert_eq!(inbound(&app, &id).await["duplicates"], 1);
+    let list = app.get("/v1/inbound_events", ADMIN).await.expect(200).json;
+    assert_eq!(list["data"].as_array().unwrap().len(), 2, "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingest_refuses_requests_without_the_filter_token() {
+    let app = TestApp::sqlite().await;
+    let t = app.tenant("acme").await;
+    hub_source(&app, &t, "gh", json!({})).await;
+    for headers in [
+        vec![("x-hookmesh-source", "gh")],
+        vec![
+            ("x-hookmesh-source", "gh"),
+            ("x-hookmesh-ingest-token", "guessed"),
+        ],
+    ] {
+        let r = app.ingest_raw(&headers, b"{}").await.expect(403);
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+        assert!(r.json["detail"]
+            .as_str()
+            .unwrap()
+            .contains("x-hookmesh-ingest-token"));
+    }
+    app.ingest("nosuch", &[], b"{}").await.expect(404);
+    let list = app.get("/v1/inbound_events", ADMIN).await.expect(200).json;
+    assert_eq!(list["data"], json!([]), "nothing stored");
+    // With the token, the same request is accepted.
+    app.ingest("gh", &[], b"{}").await.expect(200);
+}
+
+async fn schema_failures_are_rejected_or_quarantined_per_source(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let rx = Receiver::start();
+    let e = endpoint(&app, &t, json!({"url": rx.url("/in")})).await;
+    app.post(
+        "/v1/event_types",
+        ADMIN,
+        json!({"tenant_id": t, "name": "order.created", "schema": {"type": "object", "required": ["order_id"], "properties": {"order_id": {"type": "integer"}}}}),
+    )
+    .await
+    .expect(201);
+    let strict = json!({"validate": {"event_type": "order.created"}, "routes": [{"name": "r", "to": [e.clone()]}]});
+    let lenient = json!({"validate": {"event_type": "order.created", "on_invalid": "quarantine"}, "routes": [{"name": "r", "to": [e.clone()]}]});
+    hub_source(&app, &t, "strict", strict).await;
+    hub_source(&app, &t, "lenient", lenient).await;
+    let bad = br#"{"order_id": "seven"}"#;
+    let json_ct = ("content-type", "application/json");
+    let r = app.ingest("strict", &[json_ct], bad).await.expect(400);
+    assert!(
+        r.json["detail"].as_str().unwrap().contains("/order_id"),
+        "{}",
+        r.json
+    );
+    // XML that is not XML follows the same policy.
+    app.ingest("strict", &[("content-type", "application/xml")], b"<a>")
+        .await
+        .expect(400);
+    let q = app.ingest("lenient", &[json_ct], bad).await.expect(200);
+    assert_eq!(q.json["status"], "quarantined");
+    let held = q.json["id"].as_str().unwrap().to_owned();
+    let q2 = app
+        .ingest("lenient", &[json_ct], br#"{}"#)
+        .await
+        .expect(200);
+    let doomed = q2.json["id"].as_str().unwrap().to_owned();
+    app.ingest("lenient", &[json_ct], br#"{"order_id": 7}"#)
+        .await
+        .expect(200);
+    wait_count(&rx, 1).await;
+    let list = app.get("/v1/quarantine", ADMIN).await.expect(200).json;
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [held.as_str(), doomed.as_str()]);
+    assert!(list["data"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("order.created"));
+    // Released: routed as if valid.
+    let released = app
+        .post(&format!("/v1/quarantine/{held}/release"), ADMIN, json!({}))
+        .await
+        .expect(202)
+        .json;
+    assert_eq!(released["status"], "routed");
+    wait_count(&rx, 2).await;
+    let bodies: Vec<Value> = rx
+        .received()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert!(bodies.contains(&json!({"order_id": "seven"})), "{bodies:?}");
+    app.delete(&format!("/v1/quarantine/{doomed}"), ADMIN)
+        .await
+        .expect(204);
+    app.get(&format!("/v1/inbound_events/{doomed}"), ADMIN)
+        .await
+        .expect(404);
+    // Only quarantined webhooks are released or deleted there.
+    app.delete(&format!("/v1/quarantine/{held}"), ADMIN)
+        .await
+        .expect(404);
+    let list = app.get("/v1/quarantine", ADMIN).await.expect(200).json;
+    assert_eq!(list["data"], json!([]));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rx.received().len(), 2);
+}
+
+async fn replay_follows_the_current_rules(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let (a, b) = (Receiver::start(), Receiver::start());
+    let ea = endpoint(&app, &t, json!({"url": a.url("/a")})).await;
+    let eb = endpoint(&app, &t, json!({"url": b.url("/b")})).await;
+    let src = hub_source(
+        &app,
+        &t,
+        "shop",
+        json!({"routes": [{"name": "r", "to": [ea]}]}),
+    )
+    .await;
+    let id = app
+        .ingest(
+            "shop",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            b"order=42&item=a&item=b",
+        )
+        .await
+        .expect(200)
+        .json["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_count(&a, 1).await;
+    let got: Value = serde_json::from_slice(&a.received()[0].body).unwrap();
+    assert_eq!(got, json!({"order": "42", "item": ["a", "b"]}));
+    let current = app
+        .get(&format!("/v1/sources/{src}"), ADMIN)
+        .await
+        .expect(200)
+        .json;
+    let mut spec = current["spec"].clone();
+    spec["mode"] = json!("hub");
+    app.put(
+        &format!("/v1/sources/{src}"),
+        ADMIN,
+        json!({"spec": spec, "ingest": {"transform": {"jq": "{order: (.order | tonumber)}"}, "routes": [{"name": "r2", "to": [eb]}]}}),
+    )
+    .await
+    .expect(200);
+    // The hub's pipelines reload when a source changes.
+    let start = Instant::now();
+    loop {
+        let d = app
+            .post(&format!("/v1/inbound_events/{id}/replay"), ADMIN, json!({}))
+            .await
+            .expect(202)
+            .json;
+        if d["routing"][0]["route"] == "r2" {
+            assert_eq!(d["result"], json!({"order": 42}));
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "replay never used the new rules: {d}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_count(&b, 1).await;
+    let got: Value = serde_json::from_slice(&b.received()[0].body).unwrap();
+    assert_eq!(got, json!({"order": 42}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_settings_are_validated_with_field_paths() {
+    let app = TestApp::sqlite().await;
+    let t = app.tenant("acme").await;
+    let bad = |ingest: Value, mode: &str| json!({"tenant_id": t, "spec": {"name": "x", "mode": mode}, "ingest": ingest});
+    let r = app
+        .post("/v1/sources", ADMIN, bad(json!({}), "edge"))
+        .await
+        .expect(422);
+    assert_eq!(r.fields(), ["ingest"]);
+    let r = app
+        .post(
+            "/v1/sources",
+            ADMIN,
+            bad(
+                json!({
+                    "transform": {"jq": ".a | {", "event_type": "nosuchfn"},
+                    "validate": {"event_type": "missing.type"},
+                    "routes": [{"name": "r", "to": ["ep_nope"], "sample_percent": 101, "when": ".a ==", "order_key": ".k"}],
+                }),
+                "hub",
+            ),
+        )
+        .await
+        .expect(422);
+    let mut fields = r.fields();
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            "ingest.routes[0].sample_percent",
+            "ingest.routes[0].to[0]",
+            "ingest.routes[0].when",
+            "ingest.transform.event_type",
+            "ingest.transform.jq",
+            "ingest.validate.event_type",
+        ],
+        "{}",
+        r.json
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_takes_over_while_the_primary_circuit_is_open_and_hands_back() {
+    let app = TestApp::sqlite_with(fast_breaker(Duration::from_secs(3600), 2)).await;
+    let t = app.tenant("acme").await;
+    let (primary, backup) = (Receiver::start(), Receiver::start());
+    primary.set_status(500);
+    let p = endpoint(&app, &t, json!({"url": primary.url("/p")})).await;
+    let f = endpoint(&app, &t, json!({"url": backup.url("/f")})).await;
+    hub_source(
+        &app,
+        &t,
+        "pay",
+        json!({"routes": [{"name": "r", "to": [p.clone()], "failover": f.clone()}]}),
+    )
+    .await;
+    let send = |i: usize| {
+        let app = &app;
+        async move {
+            let r = app
+                .ingest(
+                    "pay",
+                    &[("content-type", "application/json")],
+                    json!({"i": i}).to_string().as_bytes(),
+                )
+                .await
+                .expect(200);
+            inbound(app, r.json["id"].as_str().unwrap()).await["routing"][0]["destinations"][0]
+                .clone()
+        }
+    };
+    // Two failures open the circuit (threshold 2).
+    assert_eq!(send(0).await["endpoint_id"], p.as_str());
+    assert_eq!(send(1).await["endpoint_id"], p.as_str());
+    wait_count(&primary, 2).await;
+    let start = Instant::now();
+    let switched = loop {
+        let d = send(2).await;
+        if d["endpoint_id"] == f.as_str() {
+            break d;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "never failed over: {d}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(switched["failover_for"], p.as_str());
+    wait_count(&backup, 1).await;
+    // The primary recovers; after the cooldown a webhook goes to it again, probes it, and the
+    // circuit closes.
+    primary.set_status(200);
+    let start = Instant::now();
+    loop {
+        let d = send(3).await;
+        if d["endpoint_id"] == p.as_str() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never handed back: {d}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let start = Instant::now();
+    while app.state.delivery.circuit_open(&p, hookmesh::ids::now_ms()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the circuit never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(send(4).await["endpoint_id"], p.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ordering_key_is_delivered_one_at_a_time_in_arrival_order() {
+    let app = TestApp::sqlite().await;
+    let t = app.tenant("acme").await;
+    let rx = Receiver::start();
+    rx.set_delay(Duration::from_millis(100));
+    let e = endpoint(&app, &t, json!({"url": rx.url("/o")})).await;
+    hub_source(
+        &app,
+        &t,
+        "crm",
+        json!({"routes": [
+            {"name": "ordered", "when": ".customer == \"c1\"", "order_key": ".customer", "to": [e.clone()]},
+            {"name": "sampled-out", "when": ".customer == \"c2\"", "sample_percent": 0, "to": [e.clone()]},
+        ]}),
+    )
+    .await;
+    for i in 0..6 {
+        app.ingest(
+            "crm",
+            &[("content-type", "application/json")],
+            json!({"customer": "c1", "seq": i}).to_string().as_bytes(),
+        )
+        .await
+        .expect(200);
+    }
+    let skipped = app
+        .ingest(
+            "crm",
+            &[("content-type", "application/json")],
+            br#"{"customer": "c2"}"#,
+        )
+        .await
+        .expect(200);
+    wait_count(&rx, 6).await;
+    let seqs: Vec<i64> = rx
+        .received()
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.body).unwrap()["seq"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, [0, 1, 2, 3, 4, 5]);
+    assert_eq!(rx.max_in_flight(), 1, "one key: one at a time");
+    let d = inbound(&app, skipped.json["id"].as_str().unwrap()).await;
+    assert_eq!(d["routing"][1]["sampled_out"], true, "{d}");
+    assert_eq!(d["deliveries"], json!([]));
+}
