@@ -43,12 +43,19 @@ lint: wasm-target
 	$(CARGO) clippy -p hookmesh-filter --target wasm32-wasip1 -- -D warnings
 
 # Tools the end-to-end tests call: TLS certificate, HTTPS client, the PostgreSQL client for
-# the benchmark, and the Standard Webhooks reference library as an independent verifier.
+# the benchmark, the Standard Webhooks reference library as an independent verifier, and the
+# vendors' own SDKs (Stripe, GitHub octokit, Slack) that sign the hub tests' webhooks.
 test-deps:
 	@command -v curl >/dev/null && command -v openssl >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq curl openssl; }
 	@python3 -c "import standardwebhooks" 2>/dev/null || \
 	  python3 -m pip install --quiet --disable-pip-version-check "standardwebhooks==1.1.0"
+	@python3 -c "import slack_sdk" 2>/dev/null || \
+	  python3 -m pip install --quiet --disable-pip-version-check "slack_sdk==3.33.1"
+	@command -v node >/dev/null && command -v npm >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq nodejs npm; }
+	@test -d tests/sdk/node_modules/stripe -a -d tests/sdk/node_modules/@octokit/webhooks-methods || \
+	  (cd tests/sdk && npm ci --silent --no-audit --no-fund)
 
 fmt:
 	$(CARGO) fmt --all

@@ -811,6 +811,8 @@ pub struct ControlPlaneOptions {
     pub port: u16,
     /// xDS port.
     pub xds_port: u16,
+    /// The inbound hub's ingest port.
+    pub ingest_port: u16,
     /// The filter module the Envoys are told to load.
     pub wasm_module: PathBuf,
     /// The admin key.
@@ -829,6 +831,7 @@ impl Default for ControlPlaneOptions {
             data_dir: scratch_dir("cp"),
             port: free_port(),
             xds_port: free_port(),
+            ingest_port: free_port(),
             wasm_module: wasm_module(),
             admin_key: format!("hm_e2e_admin_{}", free_port()),
             log: "debug".into(),
@@ -883,6 +886,10 @@ impl ControlPlane {
             .arg("serve")
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--xds-listen", &format!("127.0.0.1:{xds_port}")])
+            .args([
+                "--ingest-listen",
+                &format!("127.0.0.1:{}", options.ingest_port),
+            ])
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--wasm-module")

@@ -231,7 +231,11 @@ fn hub_sources_are_routed_to_the_ingest_and_edge_sources_to_the_app() {
             && to_ingest
                 .iter()
                 .all(|r| r.header_values("x-hookmesh-source") == ["hub-src"]
-                    && r.header_values("x-hookmesh-mode") == ["hub"])
+                    && r.header_values("x-hookmesh-mode") == ["hub"]
+                    && r.header_values("x-hookmesh-ingest-token")
+                        .iter()
+                        .all(|t| t.len() == 64)
+                    && r.header_values("x-hookmesh-ingest-token").len() == 1)
     );
     assert!(
         !to_app.is_empty()

@@ -5,3 +5,4 @@ mod control_plane;
 mod delivery;
 mod delivery_crash;
 mod edge;
+mod hub;
