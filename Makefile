@@ -15,7 +15,7 @@ export CARGO_TARGET_DIR := $(CURDIR)/target
 export HOOKMESH_ENVOY := $(ENVOY)
 export HOOKMESH_WASM := $(WASM)
 
-.PHONY: bench-delivery bench-push run run-standalone test lint fmt wasm envoy build bench bench-filter wasm-target test-deps clean
+.PHONY: bench-delivery bench-ingest bench-push run run-standalone test lint fmt wasm envoy build bench bench-filter wasm-target test-deps clean
 
 ## run: build everything, then the control plane (SQLite in ./data) and an Envoy sidecar on
 ## 127.0.0.1:10000 that gets the filter configuration from it over ADS
@@ -82,11 +82,15 @@ build:
 	$(CARGO) build --release -p hookmesh
 
 ## bench: every benchmark; results in docs/benchmarks.md
-bench: bench-filter bench-push bench-delivery
+bench: bench-filter bench-push bench-delivery bench-ingest
 
 ## bench-delivery: events/s from publish to delivery, 1 and 5 endpoints, SQLite and PostgreSQL
 bench-delivery: build
 	HOOKMESH_BIN="$(HOOKMESH)" $(CARGO) run --release -q -p hookmesh-e2e --bin bench-delivery
+
+## bench-ingest: signed webhooks through Envoy into the hub (stored, routed): accepted/s, p99
+bench-ingest: wasm envoy build
+	HOOKMESH_BIN="$(HOOKMESH)" $(CARGO) run --release -q -p hookmesh-e2e --bin bench-ingest
 
 ## bench-push: API update → enforced by two Envoy sidecars, p50/p99/max
 bench-push: wasm envoy build

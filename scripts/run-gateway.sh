@@ -34,6 +34,7 @@ trap cleanup EXIT
 trap 'exit 0' INT TERM
 
 HOOKMESH_ADMIN_KEY=$KEY "$HOOKMESH" serve --data-dir "$DATA" --listen "127.0.0.1:$API" --xds-listen "127.0.0.1:$XDS" \
+  --ingest-listen "127.0.0.1:${HOOKMESH_INGEST_PORT:-8081}" \
   --wasm-module "$WASM" --allow-destination-cidrs 127.0.0.0/8 > "$RUN/hookmesh.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$API/readyz" >/dev/null 2>&1 && break; sleep 0.1; done

@@ -287,7 +287,6 @@ impl IngestConfig {
                 bad(&format!("routes[{i}].sample_percent"), "0 to 100");
             }
         }
-        let mut errors = errors;
         if let Some(t) = &self.transform.template {
             if let Err(e) = crate::delivery::body::check_template(t) {
                 errors.push(FieldError {

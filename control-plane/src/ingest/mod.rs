@@ -219,7 +219,7 @@ impl Ingest {
                 inbound.row.dedup_key = row.dedup_key.clone();
                 let out = inbound.row.clone();
                 self.engine
-                    .write(events, vec![inbound])
+                    .write(events, vec![*inbound])
                     .await
                     .map_err(|e| ApiError::Unavailable(format!("storing failed: {e}")))?;
                 Ok(out)
@@ -302,7 +302,7 @@ async fn receive(
         }
         Verdict::Store(inbound, events) => {
             let (id, status) = (inbound.row.id.clone(), inbound.row.status.clone());
-            match ingest.engine.write(events, vec![inbound]).await {
+            match ingest.engine.write(events, vec![*inbound]).await {
                 Ok(written) => match written.inbound.into_iter().next() {
                     Some(Stored::Duplicate(first)) => {
                         ingest.metrics.inbound(&src.name, "duplicate");

@@ -60,7 +60,7 @@ impl Received {
 #[derive(Debug)]
 pub enum Verdict {
     /// Store it (with its outbound events) and answer 2xx.
-    Store(NewInbound, Vec<NewEvent>),
+    Store(Box<NewInbound>, Vec<NewEvent>),
     /// Answer 400 with this reason; nothing is stored.
     Reject(String),
 }
@@ -229,12 +229,12 @@ pub async fn run(
     let store = |row: InboundRow, events: Vec<NewEvent>| {
         let n = events.len();
         Verdict::Store(
-            NewInbound {
+            Box::new(NewInbound {
                 row,
                 dedup_until,
                 events: 0..n,
                 replace: how != Run::Arrival,
-            },
+            }),
             events,
         )
     };

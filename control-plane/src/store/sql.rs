@@ -76,53 +76,65 @@ macro_rules! sql_store {
             /// copy's duplicate count goes up instead).
             async fn inbound_in(tx: &mut sqlx::Transaction<'static, <Self as DbTypes>::Db>, inbound: &[NewInbound], now: i64) -> Result<Vec<Stored>, StoreError> {
                 use sqlx::Row as _;
-                let mut out = Vec::with_capacity(inbound.len());
-                let mut fresh: Vec<&InboundRow> = Vec::with_capacity(inbound.len());
+                let mut out: Vec<Option<Stored>> = vec![None; inbound.len()];
                 let mut replaced: Vec<&InboundRow> = Vec::new();
                 let mut bumps: Vec<String> = Vec::new();
+                let mut keyed: Vec<(usize, &InboundRow, &str, i64)> = Vec::new();
                 let mut in_batch: std::collections::HashMap<(&str, &str), &str> = std::collections::HashMap::new();
-                for n in inbound {
+                for (i, n) in inbound.iter().enumerate() {
                     let r = &n.row;
                     if n.replace {
                         replaced.push(r);
-                        out.push(Stored::Created);
+                        out[i] = Some(Stored::Created);
                         continue;
                     }
                     if let (Some(key), Some(until)) = (&r.dedup_key, n.dedup_until) {
                         if let Some(first) = in_batch.get(&(r.source_id.as_str(), key.as_str())) {
                             bumps.push((*first).to_owned());
-                            out.push(Stored::Duplicate((*first).to_owned()));
-                            continue;
-                        }
-                        // A key whose window has ended starts a new one.
-                        let won = sqlx::query(
-                            "INSERT INTO inbound_dedup (source_id, dedup_key, inbound_id, expires_at) VALUES ($1, $2, $3, $4) \
-                             ON CONFLICT (source_id, dedup_key) DO UPDATE SET inbound_id = excluded.inbound_id, expires_at = excluded.expires_at \
-                             WHERE inbound_dedup.expires_at <= $5 RETURNING inbound_id",
-                        )
-                        .bind(&r.source_id)
-                        .bind(key)
-                        .bind(&r.id)
-                        .bind(until)
-                        .bind(now)
-                        .fetch_optional(&mut **tx)
-                        .await?;
-                        if won.is_none() {
-                            let first: String = sqlx::query("SELECT inbound_id FROM inbound_dedup WHERE source_id = $1 AND dedup_key = $2")
-                                .bind(&r.source_id)
-                                .bind(key)
-                                .fetch_one(&mut **tx)
-                                .await?
-                                .try_get("inbound_id")?;
-                            bumps.push(first.clone());
-                            out.push(Stored::Duplicate(first));
+                            out[i] = Some(Stored::Duplicate((*first).to_owned()));
                             continue;
                         }
                         in_batch.insert((r.source_id.as_str(), key.as_str()), r.id.as_str());
+                        keyed.push((i, r, key.as_str(), until));
+                    } else {
+                        out[i] = Some(Stored::Created);
                     }
-                    fresh.push(r);
-                    out.push(Stored::Created);
                 }
+                // Claim every key at once; a key whose window has ended starts a new one. The
+                // rows returned are the keys won: the others are still taken.
+                let mut won: std::collections::HashSet<String> = std::collections::HashSet::new();
+                for chunk in shaped_chunks(&keyed) {
+                    let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new("INSERT INTO inbound_dedup (source_id, dedup_key, inbound_id, expires_at) ");
+                    q.push_values(chunk, |mut row, (_, r, key, until)| {
+                        row.push_bind(&r.source_id).push_bind(*key).push_bind(&r.id).push_bind(*until);
+                    });
+                    q.push(" ON CONFLICT (source_id, dedup_key) DO UPDATE SET inbound_id = excluded.inbound_id, expires_at = excluded.expires_at WHERE inbound_dedup.expires_at <= ");
+                    q.push_bind(now);
+                    q.push(" RETURNING inbound_id");
+                    for row in q.build().fetch_all(&mut **tx).await? {
+                        won.insert(row.try_get("inbound_id")?);
+                    }
+                }
+                for (i, r, key, _) in &keyed {
+                    if won.contains(&r.id) {
+                        out[*i] = Some(Stored::Created);
+                        continue;
+                    }
+                    let first: String = sqlx::query("SELECT inbound_id FROM inbound_dedup WHERE source_id = $1 AND dedup_key = $2")
+                        .bind(&r.source_id)
+                        .bind(*key)
+                        .fetch_one(&mut **tx)
+                        .await?
+                        .try_get("inbound_id")?;
+                    bumps.push(first.clone());
+                    out[*i] = Some(Stored::Duplicate(first));
+                }
+                let fresh: Vec<&InboundRow> = inbound
+                    .iter()
+                    .zip(&out)
+                    .filter(|(n, s)| !n.replace && matches!(s, Some(Stored::Created)))
+                    .map(|(n, _)| &n.row)
+                    .collect();
                 const INSERT_INBOUND: &str = "INSERT INTO inbound_events (id, tenant_id, source_id, source_name, status, dedup_key, method, path, query, headers, body, client_ip, received_at, event_type, result, routing, error, duplicates, updated_at) ";
                 fn values<'a, 'q>(mut row: sqlx::query_builder::Separated<'_, 'q, <$store as DbTypes>::Db, &'static str>, r: &'a InboundRow) where 'a: 'q {
                     row.push_bind(&r.id)
@@ -159,7 +171,7 @@ macro_rules! sql_store {
                 for id in bumps {
                     sqlx::query("UPDATE inbound_events SET duplicates = duplicates + 1 WHERE id = $1").bind(id).execute(&mut **tx).await?;
                 }
-                Ok(out)
+                Ok(out.into_iter().map(|s| s.unwrap_or(Stored::Created)).collect())
             }
 
             fn inbound(row: &<Self as DbTypes>::Row) -> Result<InboundRow, StoreError> {

@@ -11,43 +11,6 @@ use std::time::{Duration, Instant};
 
 const CLIENTS: usize = 64;
 
-/// A receiver that only counts (recording would make it the bottleneck).
-async fn counting_receiver() -> (u16, Arc<AtomicU64>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let count = Arc::new(AtomicU64::new(0));
-    let c = count.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let c = c.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let c = c.clone();
-                        async move {
-                            use http_body_util::BodyExt;
-                            let _ = req.into_body().collect().await;
-                            c.fetch_add(1, Ordering::Relaxed);
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                http_body_util::Empty::<bytes::Bytes>::new(),
-                            ))
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (port, count)
-}
-
 /// The floor: the same receiver driven by a bare pooled reqwest client (256 requests in flight,
 /// the engine's default) with nothing stored, signed or recorded. Requests/s.
 async fn client_floor(requests: usize) -> f64 {
@@ -95,17 +58,6 @@ struct Result {
     secs: f64,
     publish_secs: f64,
     rss_mib: f64,
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 async fn run(

@@ -62,6 +62,9 @@ fn wait_for(receiver: &Receiver, n: usize) -> Vec<Received> {
     receiver.received()
 }
 
+/// Path, headers, body.
+type Signed<'a> = (&'a str, Vec<(String, String)>, &'a [u8]);
+
 const STRIPE_SECRET: &str = "whsec_e2e_stripe_secret";
 const GITHUB_SECRET: &str = "It's a Secret to Everybody";
 const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
@@ -130,7 +133,7 @@ fn vendor_signed_webhooks_pass_the_edge_are_stored_and_reach_two_receivers_once(
         "x-github-delivery".into(),
         "72d3162e-cc78-11e3-81ab-4c9367dc0958".into(),
     ));
-    let requests: Vec<(&str, Vec<(String, String)>, &[u8])> = vec![
+    let requests: Vec<Signed> = vec![
         (
             "/stripe/hook",
             sdk_sign("stripe", STRIPE_SECRET, stripe_body, ""),
