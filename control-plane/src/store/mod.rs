@@ -5,6 +5,7 @@
 mod postgres;
 mod sql;
 mod sqlite;
+mod sqlite_direct;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -405,6 +406,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error")]
     Database(#[source] sqlx::Error),
+    /// The database failed (outside sqlx: SQLite's direct write path).
+    #[error("database error: {0}")]
+    Backend(String),
     /// Migrations failed.
     #[error("migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),

@@ -17,6 +17,18 @@ pub struct PgStore {
     writer: sqlx::PgPool,
 }
 
+impl PgStore {
+    async fn write_batch_backend(
+        &self,
+        events: &[NewEvent],
+        inbound: &[NewInbound],
+        done: &[Completion],
+        now: i64,
+    ) -> Result<Written, StoreError> {
+        self.write_batch_sqlx(events, inbound, done, now).await
+    }
+}
+
 impl DbTypes for PgStore {
     type Db = sqlx::Postgres;
     type Row = sqlx::postgres::PgRow;

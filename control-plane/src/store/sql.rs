@@ -174,6 +174,26 @@ macro_rules! sql_store {
                 Ok(out.into_iter().map(|s| s.unwrap_or(Stored::Created)).collect())
             }
 
+            /// The group commit through sqlx, statement by statement (PostgreSQL's way).
+            #[allow(dead_code)]
+            async fn write_batch_sqlx(&self, events: &[NewEvent], inbound: &[NewInbound], done: &[Completion], now: i64) -> Result<Written, StoreError> {
+                let mut tx = self.writer.begin_with($begin).await?;
+                let inbound_stored = Self::inbound_in(&mut tx, inbound, now).await?;
+                let mut suppressed: Vec<Option<String>> = Vec::new();
+                for (n, s) in inbound.iter().zip(&inbound_stored) {
+                    if let Stored::Duplicate(first) = s {
+                        suppressed.resize(events.len(), None);
+                        for slot in suppressed.get_mut(n.events.clone()).into_iter().flatten() {
+                            *slot = Some(first.clone());
+                        }
+                    }
+                }
+                let stored = Self::insert_events_in(&mut tx, events, &suppressed).await?;
+                Self::complete_in(&mut tx, done, now).await?;
+                tx.commit().await?;
+                Ok(Written { events: stored, inbound: inbound_stored })
+            }
+
             fn inbound(row: &<Self as DbTypes>::Row) -> Result<InboundRow, StoreError> {
                 use sqlx::Row as _;
                 Ok(InboundRow {
@@ -571,22 +591,9 @@ macro_rules! sql_store {
             }
 
             async fn write_batch(&self, events: &[NewEvent], inbound: &[NewInbound], done: &[Completion], now: i64) -> Result<Written, StoreError> {
-                let mut tx = self.writer.begin_with($begin).await?;
-                let inbound_stored = Self::inbound_in(&mut tx, inbound, now).await?;
-                let mut suppressed: Vec<Option<String>> = Vec::new();
-                for (n, s) in inbound.iter().zip(&inbound_stored) {
-                    if let Stored::Duplicate(first) = s {
-                        suppressed.resize(events.len(), None);
-                        for slot in suppressed.get_mut(n.events.clone()).into_iter().flatten() {
-                            *slot = Some(first.clone());
-                        }
-                    }
-                }
-                let stored = Self::insert_events_in(&mut tx, events, &suppressed).await?;
-                Self::complete_in(&mut tx, done, now).await?;
-                tx.commit().await?;
-                Ok(Written { events: stored, inbound: inbound_stored })
+                self.write_batch_backend(events, inbound, done, now).await
             }
+
 
             async fn list_inbound(&self, q: &InboundQuery) -> Result<Vec<InboundRow>, StoreError> {
                 let rows = sqlx::query(

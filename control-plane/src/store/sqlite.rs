@@ -21,6 +21,30 @@ pub struct SqliteStore {
     writer: sqlx::SqlitePool,
 }
 
+impl SqliteStore {
+    /// The group commit on the calling thread (the store writer's own), against the writing
+    /// connection's handle: see `sqlite_direct`.
+    async fn write_batch_backend(
+        &self,
+        events: &[NewEvent],
+        inbound: &[NewInbound],
+        done: &[Completion],
+        now: i64,
+    ) -> Result<Written, StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        let mut handle = conn.lock_handle().await?;
+        let raw = handle.as_raw_handle();
+        // SAFETY: `lock_handle` keeps sqlx's thread off this connection until `handle` drops,
+        // and the borrowed rusqlite connection (prepared statements finalized as they drop,
+        // no cache) is gone before that. It never closes the handle: sqlx owns it.
+        let db = unsafe { rusqlite::Connection::from_handle(raw.as_ptr()) }?;
+        let written = super::sqlite_direct::write_batch(&db, events, inbound, done, now);
+        drop(db);
+        drop(handle);
+        written
+    }
+}
+
 impl DbTypes for SqliteStore {
     type Db = sqlx::Sqlite;
     type Row = sqlx::sqlite::SqliteRow;
