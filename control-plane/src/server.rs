@@ -140,22 +140,9 @@ pub async fn serve_ingest(
     ingest: Arc<Ingest>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    // Duplicate-detection keys past their window, every minute.
-    let store = ingest.store();
-    let purge = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            if let Err(e) = store.purge_inbound_dedup(crate::ids::now_ms()).await {
-                tracing::warn!(error = %e, "purging expired duplicate keys failed");
-            }
-        }
-    });
-    let result = axum::serve(listener, ingest.router())
+    Ok(axum::serve(listener, ingest.router())
         .with_graceful_shutdown(shutdown)
-        .await;
-    purge.abort();
-    Ok(result?)
+        .await?)
 }
 
 /// Builds the state from an opened store and the master keys.

@@ -241,7 +241,8 @@ pub struct InboundRow {
 pub struct NewInbound {
     /// The row.
     pub row: InboundRow,
-    /// The key's window ends then (unix ms); with `row.dedup_key`.
+    /// The key's window ends then (unix ms); with `row.dedup_key`. A later copy with the same
+    /// key is a duplicate until then.
     pub dedup_until: Option<i64>,
     /// Its outbound events: this range of the events written with it. They are not stored when
     /// the inbound event is a duplicate.
@@ -507,8 +508,6 @@ pub trait Store: Send + Sync + 'static {
     async fn get_inbound(&self, id: &str) -> Result<Option<InboundRow>, StoreError>;
     /// Deletes an inbound event if its status is `status`; false when there was none.
     async fn delete_inbound(&self, id: &str, status: &str) -> Result<bool, StoreError>;
-    /// Forgets duplicate-detection keys whose window ended before `now`.
-    async fn purge_inbound_dedup(&self, now: i64) -> Result<u64, StoreError>;
 
     /// Leases up to `limit` due deliveries (pending and due, or leased with an expired lease)
     /// until `lease_until`, highest priority first.

@@ -76,67 +76,10 @@ macro_rules! sql_store {
             /// copy's duplicate count goes up instead).
             async fn inbound_in(tx: &mut sqlx::Transaction<'static, <Self as DbTypes>::Db>, inbound: &[NewInbound], now: i64) -> Result<Vec<Stored>, StoreError> {
                 use sqlx::Row as _;
-                let mut out: Vec<Option<Stored>> = vec![None; inbound.len()];
-                let mut replaced: Vec<&InboundRow> = Vec::new();
-                let mut bumps: Vec<String> = Vec::new();
-                let mut keyed: Vec<(usize, &InboundRow, &str, i64)> = Vec::new();
-                let mut in_batch: std::collections::HashMap<(&str, &str), &str> = std::collections::HashMap::new();
-                for (i, n) in inbound.iter().enumerate() {
+                const INSERT_INBOUND: &str = "INSERT INTO inbound_events (id, tenant_id, source_id, source_name, status, dedup_key, method, path, query, headers, body, client_ip, received_at, event_type, result, routing, error, duplicates, updated_at, dedup_until) ";
+                const KEY_TAKEN: &str = " ON CONFLICT (source_id, dedup_key) DO NOTHING";
+                fn values<'a, 'q>(mut row: sqlx::query_builder::Separated<'_, 'q, <$store as DbTypes>::Db, &'static str>, n: &'a NewInbound) where 'a: 'q {
                     let r = &n.row;
-                    if n.replace {
-                        replaced.push(r);
-                        out[i] = Some(Stored::Created);
-                        continue;
-                    }
-                    if let (Some(key), Some(until)) = (&r.dedup_key, n.dedup_until) {
-                        if let Some(first) = in_batch.get(&(r.source_id.as_str(), key.as_str())) {
-                            bumps.push((*first).to_owned());
-                            out[i] = Some(Stored::Duplicate((*first).to_owned()));
-                            continue;
-                        }
-                        in_batch.insert((r.source_id.as_str(), key.as_str()), r.id.as_str());
-                        keyed.push((i, r, key.as_str(), until));
-                    } else {
-                        out[i] = Some(Stored::Created);
-                    }
-                }
-                // Claim every key at once; a key whose window has ended starts a new one. The
-                // rows returned are the keys won: the others are still taken.
-                let mut won: std::collections::HashSet<String> = std::collections::HashSet::new();
-                for chunk in shaped_chunks(&keyed) {
-                    let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new("INSERT INTO inbound_dedup (source_id, dedup_key, inbound_id, expires_at) ");
-                    q.push_values(chunk, |mut row, (_, r, key, until)| {
-                        row.push_bind(&r.source_id).push_bind(*key).push_bind(&r.id).push_bind(*until);
-                    });
-                    q.push(" ON CONFLICT (source_id, dedup_key) DO UPDATE SET inbound_id = excluded.inbound_id, expires_at = excluded.expires_at WHERE inbound_dedup.expires_at <= ");
-                    q.push_bind(now);
-                    q.push(" RETURNING inbound_id");
-                    for row in q.build().fetch_all(&mut **tx).await? {
-                        won.insert(row.try_get("inbound_id")?);
-                    }
-                }
-                for (i, r, key, _) in &keyed {
-                    if won.contains(&r.id) {
-                        out[*i] = Some(Stored::Created);
-                        continue;
-                    }
-                    let first: String = sqlx::query("SELECT inbound_id FROM inbound_dedup WHERE source_id = $1 AND dedup_key = $2")
-                        .bind(&r.source_id)
-                        .bind(*key)
-                        .fetch_one(&mut **tx)
-                        .await?
-                        .try_get("inbound_id")?;
-                    bumps.push(first.clone());
-                    out[*i] = Some(Stored::Duplicate(first));
-                }
-                let fresh: Vec<&InboundRow> = inbound
-                    .iter()
-                    .zip(&out)
-                    .filter(|(n, s)| !n.replace && matches!(s, Some(Stored::Created)))
-                    .map(|(n, _)| &n.row)
-                    .collect();
-                const INSERT_INBOUND: &str = "INSERT INTO inbound_events (id, tenant_id, source_id, source_name, status, dedup_key, method, path, query, headers, body, client_ip, received_at, event_type, result, routing, error, duplicates, updated_at) ";
-                fn values<'a, 'q>(mut row: sqlx::query_builder::Separated<'_, 'q, <$store as DbTypes>::Db, &'static str>, r: &'a InboundRow) where 'a: 'q {
                     row.push_bind(&r.id)
                         .push_bind(&r.tenant_id)
                         .push_bind(&r.source_id)
@@ -155,18 +98,75 @@ macro_rules! sql_store {
                         .push_bind(&r.routing)
                         .push_bind(&r.error)
                         .push_bind(r.duplicates)
-                        .push_bind(r.updated_at);
+                        .push_bind(r.updated_at)
+                        .push_bind(n.dedup_until);
                 }
-                for chunk in shaped_chunks(&fresh) {
-                    let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new(INSERT_INBOUND);
-                    q.push_values(chunk, |row, r| values(row, r));
-                    q.build().execute(&mut **tx).await?;
+                let mut out: Vec<Option<Stored>> = vec![None; inbound.len()];
+                let mut bumps: Vec<String> = Vec::new();
+                let mut candidates: Vec<(usize, &NewInbound)> = Vec::with_capacity(inbound.len());
+                let mut in_batch: std::collections::HashMap<(&str, &str), &str> = std::collections::HashMap::new();
+                for (i, n) in inbound.iter().enumerate() {
+                    let r = &n.row;
+                    if n.replace {
+                        sqlx::query("UPDATE inbound_events SET status = $1, event_type = $2, result = $3, routing = $4, error = $5, updated_at = $6 WHERE id = $7")
+                            .bind(&r.status)
+                            .bind(&r.event_type)
+                            .bind(&r.result)
+                            .bind(&r.routing)
+                            .bind(&r.error)
+                            .bind(r.updated_at)
+                            .bind(&r.id)
+                            .execute(&mut **tx)
+                            .await?;
+                        out[i] = Some(Stored::Created);
+                        continue;
+                    }
+                    if let Some(key) = &r.dedup_key {
+                        if let Some(first) = in_batch.get(&(r.source_id.as_str(), key.as_str())) {
+                            bumps.push((*first).to_owned());
+                            out[i] = Some(Stored::Duplicate((*first).to_owned()));
+                            continue;
+                        }
+                        in_batch.insert((r.source_id.as_str(), key.as_str()), r.id.as_str());
+                    }
+                    candidates.push((i, n));
                 }
-                for r in replaced {
+                // Every row at once; those whose key is taken are not inserted, and only the
+                // inserted come back.
+                let mut inserted: std::collections::HashSet<String> = std::collections::HashSet::new();
+                for chunk in shaped_chunks(&candidates) {
                     let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new(INSERT_INBOUND);
-                    q.push_values([r], |row, r| values(row, r));
-                    q.push(" ON CONFLICT (id) DO UPDATE SET status = excluded.status, event_type = excluded.event_type, result = excluded.result, routing = excluded.routing, error = excluded.error, updated_at = excluded.updated_at");
+                    q.push_values(chunk, |row, (_, n)| values(row, n));
+                    q.push(KEY_TAKEN);
+                    q.push(" RETURNING id");
+                    for row in q.build().fetch_all(&mut **tx).await? {
+                        inserted.insert(row.try_get("id")?);
+                    }
+                }
+                for (i, n) in candidates {
+                    let r = &n.row;
+                    if inserted.contains(&r.id) {
+                        out[i] = Some(Stored::Created);
+                        continue;
+                    }
+                    let holder = sqlx::query("SELECT id, dedup_until FROM inbound_events WHERE source_id = $1 AND dedup_key = $2")
+                        .bind(&r.source_id)
+                        .bind(&r.dedup_key)
+                        .fetch_one(&mut **tx)
+                        .await?;
+                    let first: String = holder.try_get("id")?;
+                    let until: Option<i64> = holder.try_get("dedup_until")?;
+                    if until.is_some_and(|u| u > now) {
+                        bumps.push(first.clone());
+                        out[i] = Some(Stored::Duplicate(first));
+                        continue;
+                    }
+                    // The old copy's window has ended: this one starts a new window.
+                    sqlx::query("UPDATE inbound_events SET dedup_key = NULL WHERE id = $1").bind(&first).execute(&mut **tx).await?;
+                    let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new(INSERT_INBOUND);
+                    q.push_values([n], values);
                     q.build().execute(&mut **tx).await?;
+                    out[i] = Some(Stored::Created);
                 }
                 for id in bumps {
                     sqlx::query("UPDATE inbound_events SET duplicates = duplicates + 1 WHERE id = $1").bind(id).execute(&mut **tx).await?;
@@ -620,11 +620,6 @@ macro_rules! sql_store {
             async fn delete_inbound(&self, id: &str, status: &str) -> Result<bool, StoreError> {
                 let done = sqlx::query("DELETE FROM inbound_events WHERE id = $1 AND status = $2").bind(id).bind(status).execute(&self.writer).await?;
                 Ok(done.rows_affected() == 1)
-            }
-
-            async fn purge_inbound_dedup(&self, now: i64) -> Result<u64, StoreError> {
-                let done = sqlx::query("DELETE FROM inbound_dedup WHERE expires_at <= $1").bind(now).execute(&self.writer).await?;
-                Ok(done.rows_affected())
             }
 
             async fn claim_deliveries(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<DeliveryRow>, StoreError> {

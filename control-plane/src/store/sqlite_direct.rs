@@ -8,7 +8,7 @@
 //! through rusqlite. The SQL and its outcomes are those of the shared implementation in `sql.rs`,
 //! which PostgreSQL keeps using; the API tests run both.
 
-use super::{Completion, InboundRow, NewEvent, NewInbound, StoreError, Stored, Written};
+use super::{Completion, NewEvent, NewInbound, StoreError, Stored, Written};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 
@@ -66,7 +66,8 @@ pub(super) fn write_batch(
     }
 }
 
-const INSERT_INBOUND: &str = "INSERT INTO inbound_events (id, tenant_id, source_id, source_name, status, dedup_key, method, path, query, headers, body, client_ip, received_at, event_type, result, routing, error, duplicates, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+const INSERT_INBOUND: &str = "INSERT INTO inbound_events (id, tenant_id, source_id, source_name, status, dedup_key, method, path, query, headers, body, client_ip, received_at, event_type, result, routing, error, duplicates, updated_at, dedup_until) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20) ON CONFLICT (source_id, dedup_key) DO NOTHING";
 
 fn insert_inbound(
     db: &Connection,
@@ -77,51 +78,56 @@ fn insert_inbound(
     if inbound.is_empty() {
         return Ok(out);
     }
-    let mut claim = db.prepare(
-        "INSERT INTO inbound_dedup (source_id, dedup_key, inbound_id, expires_at) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (source_id, dedup_key) DO UPDATE SET inbound_id = excluded.inbound_id, expires_at = excluded.expires_at \
-         WHERE inbound_dedup.expires_at <= ?5",
-    )?;
-    let mut holder =
-        db.prepare("SELECT inbound_id FROM inbound_dedup WHERE source_id = ?1 AND dedup_key = ?2")?;
     let mut insert = db.prepare(INSERT_INBOUND)?;
+    let mut holder = db.prepare(
+        "SELECT id, dedup_until FROM inbound_events WHERE source_id = ?1 AND dedup_key = ?2",
+    )?;
+    let mut release = db.prepare("UPDATE inbound_events SET dedup_key = NULL WHERE id = ?1")?;
     let mut bump =
         db.prepare("UPDATE inbound_events SET duplicates = duplicates + 1 WHERE id = ?1")?;
     let mut in_batch: HashMap<(&str, &str), &str> = HashMap::new();
     for n in inbound {
         let r = &n.row;
         if n.replace {
-            let mut replace = db.prepare(&format!(
-                "{INSERT_INBOUND} ON CONFLICT (id) DO UPDATE SET status = excluded.status, event_type = excluded.event_type, \
-                 result = excluded.result, routing = excluded.routing, error = excluded.error, updated_at = excluded.updated_at"
-            ))?;
-            row_values(&mut replace, r)?;
+            db.prepare(
+                "UPDATE inbound_events SET status = ?1, event_type = ?2, result = ?3, routing = ?4, error = ?5, updated_at = ?6 WHERE id = ?7",
+            )?
+            .execute(params![r.status, r.event_type, r.result, r.routing, r.error, r.updated_at, r.id])?;
             out.push(Stored::Created);
             continue;
         }
-        if let (Some(key), Some(until)) = (&r.dedup_key, n.dedup_until) {
-            let first = match in_batch.get(&(r.source_id.as_str(), key.as_str())) {
-                Some(first) => Some((*first).to_owned()),
-                // A key whose window has ended starts a new one: the upsert changes a row.
-                None if claim.execute(params![r.source_id, key, r.id, until, now])? == 1 => None,
-                None => holder
-                    .query_row(params![r.source_id, key], |row| row.get::<_, String>(0))
-                    .optional()?,
-            };
-            if let Some(first) = first {
+        let key = r.dedup_key.as_deref();
+        if let Some(first) = key.and_then(|k| in_batch.get(&(r.source_id.as_str(), k))) {
+            let first = (*first).to_owned();
+            bump.execute(params![first])?;
+            out.push(Stored::Duplicate(first));
+            continue;
+        }
+        if row_values(&mut insert, n)? == 0 {
+            // The key is taken: a duplicate while the holder's window lasts.
+            let (first, until): (String, Option<i64>) = holder
+                .query_row(params![r.source_id, key], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?;
+            if until.is_some_and(|u| u > now) {
                 bump.execute(params![first])?;
                 out.push(Stored::Duplicate(first));
                 continue;
             }
-            in_batch.insert((r.source_id.as_str(), key.as_str()), r.id.as_str());
+            // Its window has ended: this copy starts a new one.
+            release.execute(params![first])?;
+            row_values(&mut insert, n)?;
         }
-        row_values(&mut insert, r)?;
+        if let Some(k) = key {
+            in_batch.insert((r.source_id.as_str(), k), r.id.as_str());
+        }
         out.push(Stored::Created);
     }
     Ok(out)
 }
 
-fn row_values(stmt: &mut rusqlite::Statement<'_>, r: &InboundRow) -> rusqlite::Result<usize> {
+fn row_values(stmt: &mut rusqlite::Statement<'_>, n: &NewInbound) -> rusqlite::Result<usize> {
+    let r = &n.row;
     stmt.execute(params![
         r.id,
         r.tenant_id,
@@ -142,6 +148,7 @@ fn row_values(stmt: &mut rusqlite::Statement<'_>, r: &InboundRow) -> rusqlite::R
         r.error,
         r.duplicates,
         r.updated_at,
+        n.dedup_until,
     ])
 }
 

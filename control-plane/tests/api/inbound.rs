@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 both!(
     hub_webhooks_are_stored_transformed_routed_and_deduplicated,
     schema_failures_are_rejected_or_quarantined_per_source,
-    replay_follows_the_current_rules
+    replay_follows_the_current_rules,
+    a_key_seen_after_its_window_starts_a_new_one
 );
 
 /// A hub source named `name` in `tenant` with the given ingest settings.
@@ -483,4 +484,48 @@ async fn one_ordering_key_is_delivered_one_at_a_time_in_arrival_order() {
     let d = inbound(&app, skipped.json["id"].as_str().unwrap()).await;
     assert_eq!(d["routing"][1]["sampled_out"], true, "{d}");
     assert_eq!(d["deliveries"], json!([]));
+}
+
+async fn a_key_seen_after_its_window_starts_a_new_one(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let rx = Receiver::start();
+    let e = endpoint(&app, &t, json!({"url": rx.url("/w")})).await;
+    hub_source(
+        &app,
+        &t,
+        "win",
+        json!({"dedup": {"key": {"pointer": "/id"}, "window_secs": 1}, "routes": [{"name": "r", "to": [e]}]}),
+    )
+    .await;
+    let send = || {
+        app.ingest(
+            "win",
+            &[("content-type", "application/json")],
+            br#"{"id": "k1"}"#,
+        )
+    };
+    let first = send().await.expect(200).json;
+    assert_eq!(first["status"], "accepted");
+    let copy = send().await.expect(200).json;
+    assert_eq!(
+        (copy["status"].as_str(), copy["id"].as_str()),
+        (Some("duplicate"), first["id"].as_str())
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let later = send().await.expect(200).json;
+    assert_eq!(later["status"], "accepted", "{later}");
+    assert_ne!(later["id"], first["id"]);
+    // And the new copy holds the key now.
+    assert_eq!(send().await.expect(200).json["id"], later["id"]);
+    wait_count(&rx, 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rx.received().len(), 2);
+    assert_eq!(
+        inbound(&app, first["id"].as_str().unwrap()).await["duplicates"],
+        1
+    );
+    assert_eq!(
+        inbound(&app, later["id"].as_str().unwrap()).await["duplicates"],
+        1
+    );
 }
