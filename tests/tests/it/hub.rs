@@ -271,3 +271,135 @@ fn vendor_signed_webhooks_pass_the_edge_are_stored_and_reach_two_receivers_once(
         4
     );
 }
+
+#[test]
+fn schema_policies_and_failover_hold_through_envoy() {
+    let (primary, backup, app) = (Receiver::start(), Receiver::start(), Receiver::start());
+    primary.set_status(503);
+    let cp = ControlPlane::start_with(ControlPlaneOptions {
+        extra_args: [
+            "--allow-destination-cidrs",
+            "127.0.0.0/8",
+            "--breaker-consecutive-failures",
+            "2",
+            "--breaker-cooldown-secs",
+            "1",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..ControlPlaneOptions::default()
+    });
+    let tenant = cp.json("POST", "/v1/tenants", Some(&json!({"name": "acme"})), 201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let endpoint = |rx: &Receiver| {
+        cp.json(
+            "POST",
+            "/v1/endpoints",
+            Some(&json!({"tenant_id": tenant, "url": rx.url("/orders")})),
+            201,
+        )["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (p, f) = (endpoint(&primary), endpoint(&backup));
+    cp.json(
+        "POST",
+        "/v1/event_types",
+        Some(&json!({"tenant_id": tenant, "name": "order.created",
+                     "schema": {"type": "object", "required": ["order_id"], "properties": {"order_id": {"type": "integer"}}}})),
+        201,
+    );
+    for (name, policy) in [("strict", "reject"), ("lenient", "quarantine")] {
+        cp.json(
+            "POST",
+            "/v1/sources",
+            Some(&json!({
+                "tenant_id": tenant,
+                "spec": {"name": name, "match": {"path_prefix": format!("/{name}")}, "mode": "hub",
+                         "verify": {"scheme": "github", "secrets": [GITHUB_SECRET]}},
+                "ingest": {
+                    "validate": {"event_type": "order.created", "on_invalid": policy},
+                    "routes": [{"name": "orders", "to": [p], "failover": f}],
+                },
+            })),
+            201,
+        );
+    }
+    let envoy =
+        Envoy::sidecar_with_ingest("hub-e2e-2", cp.xds_port, app.port, cp.options.ingest_port);
+    let send = |path: &str, body: &[u8]| {
+        let headers = sdk_sign("github", GITHUB_SECRET, body, "");
+        let r = post(envoy.port, path, &headers, body);
+        (
+            r.status,
+            serde_json::from_slice::<Value>(&r.body).unwrap_or(Value::Null),
+        )
+    };
+    let start = Instant::now();
+    while send("/strict/o", br#"{"order_id": 1}"#).0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the hub sources never became ready"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Invalid payloads: the provider sees the schema error, or the webhook waits in quarantine.
+    let (status, problem) = send("/strict/o", br#"{"order_id": "one"}"#);
+    assert_eq!(status, 400);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("/order_id"),
+        "{problem}"
+    );
+    let (status, held) = send("/lenient/o", br#"{"order_id": "one"}"#);
+    assert_eq!(
+        (status, held["status"].as_str()),
+        (200, Some("quarantined"))
+    );
+    let quarantine = cp.json("GET", "/v1/quarantine", None, 200);
+    assert_eq!(quarantine["data"][0]["id"], held["id"]);
+
+    // The primary fails (503): its circuit opens after two attempts and webhooks go to the
+    // failover; once it answers again and the cooldown has passed, they go back to it.
+    let mut n = 2;
+    let mut routed_to = || {
+        let (status, r) = send("/strict/o", format!("{{\"order_id\": {n}}}").as_bytes());
+        assert_eq!(status, 200);
+        n += 1;
+        let id = r["id"].as_str().unwrap().to_owned();
+        cp.json("GET", &format!("/v1/inbound_events/{id}"), None, 200)["routing"][0]["destinations"]
+            [0]["endpoint_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let start = Instant::now();
+    while routed_to() != f {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never failed over"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_for(&backup, 1);
+    primary.set_status(200);
+    let start = Instant::now();
+    while routed_to() != p {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never handed back to the primary"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let metrics = get(cp.port, "/metrics").unwrap().text();
+    assert!(
+        metrics.contains(
+            r#"hookmesh_inbound_webhooks_total{source="lenient",outcome="quarantined"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(metrics
+        .contains(r#"hookmesh_inbound_webhooks_total{source="strict",outcome="rejected"} 1"#));
+}
