@@ -181,6 +181,8 @@ pub struct Pipeline {
     pub(super) event_type: Option<Program>,
     pub(super) routes: Vec<Route>,
     pub(super) mask_headers: Vec<String>,
+    /// Whether a program or the template reads the request's metadata.
+    pub(super) needs_meta: bool,
 }
 
 fn jq(code: &str, field: String, errors: &mut Vec<FieldError>) -> Option<Program> {
@@ -330,7 +332,22 @@ impl IngestConfig {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let needs_meta = {
+            let mut programs = std::iter::once(match &transform {
+                Transform::Jq(p) => Some(p),
+                _ => None,
+            })
+            .chain(std::iter::once(event_type.as_ref()))
+            .chain(
+                routes
+                    .iter()
+                    .flat_map(|r| [r.when.as_ref(), r.order_key.as_ref()]),
+            )
+            .flatten();
+            matches!(transform, Transform::Template(_)) || programs.any(|p| p.uses_meta())
+        };
         Ok(Pipeline {
+            needs_meta,
             dedup: match self.dedup.key {
                 DedupKey::Off => None,
                 ref k => Some((k.clone(), self.dedup.window_secs as i64 * 1000)),

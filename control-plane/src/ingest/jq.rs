@@ -20,6 +20,23 @@ impl fmt::Debug for Program {
     }
 }
 
+/// A document and `$meta`, converted once for every program run on them (jaq's values are
+/// reference-counted: each run clones a pointer, not the document).
+pub struct Input {
+    doc: Val,
+    meta: Val,
+}
+
+impl Input {
+    /// The input of the programs.
+    pub fn new(doc: &serde_json::Value, meta: &serde_json::Value) -> Input {
+        Input {
+            doc: Val::from(doc.clone()),
+            meta: Val::from(meta.clone()),
+        }
+    }
+}
+
 /// Where in the program text a problem is, as `line:column`.
 fn position(code: &str, at: &str) -> String {
     let offset = (at.as_ptr() as usize)
@@ -95,20 +112,20 @@ impl Program {
         })
     }
 
+    /// Whether the program reads `$meta` (else the caller need not build it).
+    pub fn uses_meta(&self) -> bool {
+        self.code.contains("$meta")
+    }
+
     /// The program's first output for `input`; `None` when it outputs nothing (`empty`).
     ///
     /// # Errors
     /// A runtime error of the program (a type error, `error(...)`).
-    pub fn first(
-        &self,
-        input: &serde_json::Value,
-        meta: &serde_json::Value,
-    ) -> Result<Option<serde_json::Value>, String> {
+    pub fn first(&self, input: &Input) -> Result<Option<serde_json::Value>, String> {
         let inputs = RcIter::new(core::iter::empty());
-        let mut out = self.filter.run((
-            Ctx::new([Val::from(meta.clone())], &inputs),
-            Val::from(input.clone()),
-        ));
+        let mut out = self
+            .filter
+            .run((Ctx::new([input.meta.clone()], &inputs), input.doc.clone()));
         match out.next() {
             None => Ok(None),
             Some(Ok(v)) => Ok(Some(v.into())),
@@ -120,13 +137,9 @@ impl Program {
     ///
     /// # Errors
     /// A runtime error of the program.
-    pub fn matches(
-        &self,
-        input: &serde_json::Value,
-        meta: &serde_json::Value,
-    ) -> Result<bool, String> {
+    pub fn matches(&self, input: &Input) -> Result<bool, String> {
         Ok(!matches!(
-            self.first(input, meta)?,
+            self.first(input)?,
             None | Some(serde_json::Value::Null | serde_json::Value::Bool(false))
         ))
     }
@@ -134,19 +147,24 @@ impl Program {
 
 #[cfg(test)]
 mod tests {
-    use super::Program;
-    use serde_json::json;
+    use super::{Input, Program};
+    use serde_json::{json, Value};
+
+    fn run(p: &Program, doc: Value, meta: Value) -> Result<Option<Value>, String> {
+        p.first(&Input::new(&doc, &meta))
+    }
 
     #[test]
     fn runs_with_meta() {
         let p =
             Program::compile("{kind: .type, from: $meta.source, n: (.items | length)}").unwrap();
-        let out = p
-            .first(
-                &json!({"type": "a", "items": [1, 2]}),
-                &json!({"source": "stripe"}),
-            )
-            .unwrap();
+        let out = run(
+            &p,
+            json!({"type": "a", "items": [1, 2]}),
+            json!({"source": "stripe"}),
+        )
+        .unwrap();
+        assert!(p.uses_meta());
         assert_eq!(out, Some(json!({"kind": "a", "from": "stripe", "n": 2})));
     }
 
@@ -161,15 +179,19 @@ mod tests {
     #[test]
     fn truthiness_and_runtime_errors() {
         let p = Program::compile(".amount > 100").unwrap();
-        assert!(p.matches(&json!({"amount": 101}), &json!({})).unwrap());
-        assert!(!p.matches(&json!({"amount": 5}), &json!({})).unwrap());
+        let input = |v: Value| Input::new(&v, &Value::Null);
+        assert!(p.matches(&input(json!({"amount": 101}))).unwrap());
+        assert!(!p.matches(&input(json!({"amount": 5}))).unwrap());
+        assert!(!p.uses_meta());
         assert!(!Program::compile("empty")
             .unwrap()
-            .matches(&json!(1), &json!({}))
+            .matches(&input(json!(1)))
             .unwrap());
-        let e = Program::compile(".a + 1")
-            .unwrap()
-            .first(&json!({"a": "x"}), &json!({}));
+        let e = run(
+            &Program::compile(".a + 1").unwrap(),
+            json!({"a": "x"}),
+            json!({}),
+        );
         assert!(e.is_err());
     }
 }

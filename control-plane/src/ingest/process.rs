@@ -195,7 +195,12 @@ pub async fn run(
 ) -> Verdict {
     let p = &src.pipeline;
     let headers = masked_headers(rx, p);
-    let meta = meta(src, rx, &headers);
+    // Built only when a program or the template reads it.
+    let meta = if p.needs_meta {
+        meta(src, rx, &headers)
+    } else {
+        Value::Null
+    };
     let mut row = InboundRow {
         id,
         tenant_id: src.tenant_id.clone(),
@@ -282,6 +287,7 @@ pub async fn run(
             }
         }
     }
+    let input = super::jq::Input::new(&doc, &meta);
     let failed = |mut row: InboundRow, reason: String| {
         row.status = "failed".into();
         row.error = Some(reason);
@@ -289,7 +295,7 @@ pub async fn run(
     };
     let result = match &p.transform {
         Transform::Identity => doc.clone(),
-        Transform::Jq(program) => match program.first(&doc, &meta) {
+        Transform::Jq(program) => match program.first(&input) {
             Ok(Some(v)) => v,
             Ok(None) => return failed(row, "the transformation produced no output".into()),
             Err(e) => return failed(row, format!("the transformation failed: {e}")),
@@ -303,7 +309,7 @@ pub async fn run(
     };
     let event_type = match &p.event_type {
         None => src.name.clone(),
-        Some(program) => match program.first(&doc, &meta) {
+        Some(program) => match program.first(&input) {
             Ok(Some(Value::String(t))) if valid_event_type(&t) => t,
             Ok(other) => {
                 return failed(
@@ -332,7 +338,7 @@ pub async fn run(
             continue;
         }
         if let Some(when) = &route.when {
-            match when.matches(&doc, &meta) {
+            match when.matches(&input) {
                 Ok(true) => {}
                 Ok(false) => {
                     decision["matched"] = json!(false);
@@ -358,7 +364,7 @@ pub async fn run(
         }
         let order_key = match &route.order_key {
             None => None,
-            Some(program) => match program.first(&doc, &meta) {
+            Some(program) => match program.first(&input) {
                 Ok(Some(Value::String(s))) => Some(s),
                 Ok(Some(Value::Number(n))) => Some(n.to_string()),
                 Ok(_) => None,
