@@ -529,3 +529,106 @@ async fn a_key_seen_after_its_window_starts_a_new_one(app: TestApp) {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_and_header_conditions_shape_and_route() {
+    let app = TestApp::sqlite().await;
+    let t = app.tenant("acme").await;
+    let (push, other) = (Receiver::start(), Receiver::start());
+    let ep = endpoint(&app, &t, json!({"url": push.url("/p")})).await;
+    let eo = endpoint(&app, &t, json!({"url": other.url("/o")})).await;
+    hub_source(
+        &app,
+        &t,
+        "gh",
+        json!({
+            "transform": {
+                "template": "{\"repo\": {{ payload.repository.name | tojson }}, \"via\": {{ meta.source | tojson }}}",
+                "event_type": "\"github.\" + $meta.headers[\"x-github-event\"]",
+            },
+            "routes": [
+                {"name": "pushes", "when": "$meta.headers[\"x-github-event\"] == \"push\"", "to": [ep], "high_priority": true, "stop": true},
+                {"name": "rest", "to": [eo]},
+            ],
+        }),
+    )
+    .await;
+    let body = br#"{"repository": {"name": "hookmesh"}}"#;
+    let json_ct = ("content-type", "application/json");
+    let r = app
+        .ingest("gh", &[json_ct, ("x-github-event", "push")], body)
+        .await
+        .expect(200);
+    app.ingest("gh", &[json_ct, ("x-github-event", "issues")], body)
+        .await
+        .expect(200);
+    wait_count(&push, 1).await;
+    wait_count(&other, 1).await;
+    let got: Value = serde_json::from_slice(&push.received()[0].body).unwrap();
+    assert_eq!(got, json!({"repo": "hookmesh", "via": "gh"}));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        (push.received().len(), other.received().len()),
+        (1, 1),
+        "`stop` ends routing"
+    );
+    let d = inbound(&app, r.json["id"].as_str().unwrap()).await;
+    assert_eq!(d["event_type"], "github.push");
+    assert_eq!(d["routing"].as_array().unwrap().len(), 1, "{d}");
+    // A template that fails on a webhook keeps it as `failed`, for a replay once fixed.
+    let f = app
+        .ingest("gh", &[json_ct, ("x-github-event", "push")], br#"{}"#)
+        .await
+        .expect(200);
+    let d = inbound(&app, f.json["id"].as_str().unwrap()).await;
+    assert_eq!(d["status"], "failed");
+    assert!(d["error"].as_str().unwrap().contains("template"), "{d}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_cannot_be_stored_gets_503_so_the_provider_retries() {
+    let app = TestApp::sqlite().await;
+    let t = app.tenant("acme").await;
+    hub_source(&app, &t, "s", json!({})).await;
+    app.ingest("s", &[], b"{}").await.expect(200);
+    // The storage fails underneath: another connection takes the table away.
+    let url = hookmesh::server::default_database_url(&app.dir);
+    let mut conn: sqlx::SqliteConnection = sqlx::Connection::connect(&url).await.unwrap();
+    sqlx::Executor::execute(
+        &mut conn,
+        "ALTER TABLE inbound_events RENAME TO inbound_events_gone",
+    )
+    .await
+    .unwrap();
+    let r = app
+        .ingest("s", &[("webhook-id", "w2")], b"{}")
+        .await
+        .expect(503);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert!(
+        r.json["detail"].as_str().unwrap().contains("retry"),
+        "{}",
+        r.json
+    );
+    sqlx::Executor::execute(
+        &mut conn,
+        "ALTER TABLE inbound_events_gone RENAME TO inbound_events",
+    )
+    .await
+    .unwrap();
+    // Back: the same webhook is accepted, once.
+    assert_eq!(
+        app.ingest("s", &[("webhook-id", "w2")], b"{}")
+            .await
+            .expect(200)
+            .json["status"],
+        "accepted"
+    );
+    assert_eq!(
+        app.ingest("s", &[("webhook-id", "w2")], b"{}")
+            .await
+            .expect(200)
+            .json["status"],
+        "duplicate"
+    );
+}
