@@ -478,6 +478,23 @@ impl Receiver {
         self.received.lock().expect("lock").clone()
     }
 
+    /// Waits until `n` requests have arrived (15 s at most); returns them.
+    ///
+    /// # Panics
+    /// When they do not arrive in time.
+    pub fn wait_for(&self, n: usize) -> Vec<Received> {
+        let start = Instant::now();
+        while self.received().len() < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "only {} of {n} requests arrived",
+                self.received().len()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.received()
+    }
+
     /// Forgets what was received.
     pub fn clear(&self) {
         self.received.lock().expect("lock").clear();
@@ -1214,4 +1231,29 @@ pub fn cpu_secs(pid: u32) -> f64 {
         })
         .unwrap_or(0);
     ticks as f64 / 100.0
+}
+
+/// Today's date (UTC), `YYYY-MM-DD`, for benchmark reports.
+pub fn today() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Waits until a [`counting_receiver`] has counted `target` requests; seconds since `start`.
+///
+/// # Panics
+/// After 600 s.
+pub async fn wait_counted(count: &AtomicU64, target: u64, start: Instant) -> f64 {
+    while count.load(Ordering::Relaxed) < target {
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "only {} of {target} requests arrived",
+            count.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    start.elapsed().as_secs_f64()
 }

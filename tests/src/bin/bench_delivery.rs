@@ -7,7 +7,7 @@ use hookmesh_e2e::*;
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const CLIENTS: usize = 64;
 
@@ -122,15 +122,7 @@ async fn run(
     }
     let publish_secs = start.elapsed().as_secs_f64();
     let target = (events * endpoints) as u64;
-    while count.load(Ordering::Relaxed) < target {
-        assert!(
-            start.elapsed() < Duration::from_secs(600),
-            "only {} of {target} deliveries arrived",
-            count.load(Ordering::Relaxed)
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let secs = start.elapsed().as_secs_f64();
+    let secs = wait_counted(&count, target, start).await;
     let rss_mib = peak_rss_mib(cp.pid());
     Result {
         backend,
@@ -219,11 +211,7 @@ async fn main() {
             r.rss_mib
         ));
     }
-    let date = std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
+    let date = today();
     let section = format!(
         "<!-- bench-delivery:start -->\n## Outbound delivery throughput (`make bench-delivery`)\n\n\
          `hookmesh serve` (release) on {{SQLite, PostgreSQL 15}}; {events} events of about 300 bytes published with `POST /v1/events` by\n\

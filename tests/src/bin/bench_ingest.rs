@@ -109,18 +109,6 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted[i]) / 1000.0
 }
 
-async fn wait_count(count: &AtomicU64, target: u64, start: Instant) -> f64 {
-    while count.load(Ordering::Relaxed) < target {
-        assert!(
-            start.elapsed() < Duration::from_secs(600),
-            "only {} of {target} arrived",
-            count.load(Ordering::Relaxed)
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    start.elapsed().as_secs_f64()
-}
-
 fn machine_cpu_secs() -> f64 {
     std::fs::read_to_string("/proc/stat")
         .ok()
@@ -156,7 +144,7 @@ async fn measure(
     } else {
         n as u64
     };
-    let total = wait_count(count, before + delivered, start).await;
+    let total = wait_counted(count, before + delivered, start).await;
     latencies.sort_unstable();
     let per = |a: f64, b: f64| (b - a) * 1e6 / n as f64;
     let cpu_us = (
@@ -248,7 +236,7 @@ async fn main() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    wait_count(&count, 1, Instant::now()).await;
+    wait_counted(&count, 1, Instant::now()).await;
     // Warm-up of both paths, then the measured runs, baseline first.
     let target = (envoy.port, cp.pid(), envoy.pid());
     measure(target, "/edge/in", 2_000, "warm-edge", &count).await;
@@ -284,11 +272,7 @@ async fn main() {
         "hub / edge: {:.2}; control plane peak RSS {rss:.1} MiB",
         hub.accepted_per_sec / edge.accepted_per_sec
     );
-    let date = std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
+    let date = today();
     let section = format!(
         "<!-- bench-ingest:start -->\n## Inbound hub throughput (`make bench-ingest`)\n\n\
          {n} webhooks of about 300 bytes per path, each signed (Standard Webhooks) with its own id, posted through Envoy 1.40\n\

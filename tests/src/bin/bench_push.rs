@@ -128,15 +128,7 @@ fn main() {
          | API response (`PUT`) | {} ms | {} ms | {} ms |\n\
          | **enforced by both Envoys** | **{} ms** | **{} ms** | **{} ms** |\n\n\
          Target: p99 ≤ 250 ms ({verdict}).\n<!-- bench-push:end -->",
-        date(), ms(percentile(&api, 0.5)), ms(percentile(&api, 0.99)), ms(*api.last().unwrap()), ms(p50), ms(p99), ms(max)
+        today(), ms(percentile(&api, 0.5)), ms(percentile(&api, 0.99)), ms(*api.last().unwrap()), ms(p50), ms(p99), ms(max)
     );
     write_benchmark_section("bench-push", &section);
-}
-
-fn date() -> String {
-    std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
 }

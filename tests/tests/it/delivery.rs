@@ -2,7 +2,7 @@
 
 use hookmesh_e2e::*;
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn started() -> (ControlPlane, Receiver, String) {
     let receiver = Receiver::start();
@@ -15,19 +15,6 @@ fn started() -> (ControlPlane, Receiver, String) {
         .unwrap()
         .to_owned();
     (cp, receiver, tenant)
-}
-
-fn wait_for(receiver: &Receiver, n: usize) -> Vec<Received> {
-    let start = Instant::now();
-    while receiver.received().len() < n {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "only {} of {n} deliveries arrived",
-            receiver.received().len()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    receiver.received()
 }
 
 /// The signature verifies with the reference Standard Webhooks library (PyPI `standardwebhooks`).
@@ -50,7 +37,7 @@ fn deliveries_verify_with_the_standard_webhooks_reference_library() {
         .unwrap()
         .to_owned();
     cp.json("POST", "/v1/events", Some(&json!({"tenant_id": tenant, "event_type": "invoice.paid", "payload": {"id": "in_1", "amount": 1200, "note": "ünïcode"}})), 202);
-    let got = wait_for(&receiver, 1).remove(0);
+    let got = receiver.wait_for(1).remove(0);
     let headers: serde_json::Map<String, serde_json::Value> = got
         .headers
         .iter()
@@ -111,7 +98,7 @@ fn deliver_at_schedules_the_first_attempt() {
         receiver.received().is_empty(),
         "delivered before deliver_at"
     );
-    wait_for(&receiver, 1);
+    receiver.wait_for(1);
     let delivered_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

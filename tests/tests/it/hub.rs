@@ -49,19 +49,6 @@ fn post(port: u16, path: &str, headers: &[(String, String)], body: &[u8]) -> Res
     .unwrap()
 }
 
-fn wait_for(receiver: &Receiver, n: usize) -> Vec<Received> {
-    let start = Instant::now();
-    while receiver.received().len() < n {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "only {} of {n} webhooks arrived",
-            receiver.received().len()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    receiver.received()
-}
-
 /// Path, headers, body.
 type Signed<'a> = (&'a str, Vec<(String, String)>, &'a [u8]);
 
@@ -70,29 +57,50 @@ const GITHUB_SECRET: &str = "It's a Secret to Everybody";
 const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const STD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-#[test]
-fn vendor_signed_webhooks_pass_the_edge_are_stored_and_reach_two_receivers_once() {
-    let (a, b, app) = (Receiver::start(), Receiver::start(), Receiver::start());
-    let cp = ControlPlane::start_with(ControlPlaneOptions {
-        extra_args: vec!["--allow-destination-cidrs".into(), "127.0.0.0/8".into()],
-        ..ControlPlaneOptions::default()
-    });
-    let tenant = cp.json("POST", "/v1/tenants", Some(&json!({"name": "acme"})), 201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let endpoint = |rx: &Receiver| {
-        cp.json(
+/// A control plane that may deliver to loopback (and takes `extra` arguments), a tenant, and a
+/// way to add endpoints to it.
+struct Hub {
+    cp: ControlPlane,
+    tenant: String,
+}
+
+impl Hub {
+    fn start(extra: &[&str]) -> Hub {
+        let mut extra_args = vec![
+            "--allow-destination-cidrs".to_owned(),
+            "127.0.0.0/8".to_owned(),
+        ];
+        extra_args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let cp = ControlPlane::start_with(ControlPlaneOptions {
+            extra_args,
+            ..ControlPlaneOptions::default()
+        });
+        let tenant = cp.json("POST", "/v1/tenants", Some(&json!({"name": "acme"})), 201)["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        Hub { cp, tenant }
+    }
+
+    fn endpoint(&self, rx: &Receiver) -> String {
+        self.cp.json(
             "POST",
             "/v1/endpoints",
-            Some(&json!({"tenant_id": tenant, "url": rx.url("/events")})),
+            Some(&json!({"tenant_id": self.tenant, "url": rx.url("/events")})),
             201,
         )["id"]
             .as_str()
             .unwrap()
             .to_owned()
-    };
-    let to = json!([endpoint(&a), endpoint(&b)]);
+    }
+}
+
+#[test]
+fn vendor_signed_webhooks_pass_the_edge_are_stored_and_reach_two_receivers_once() {
+    let (a, b, app) = (Receiver::start(), Receiver::start(), Receiver::start());
+    let hub = Hub::start(&[]);
+    let (cp, tenant) = (&hub.cp, &hub.tenant);
+    let to = json!([hub.endpoint(&a), hub.endpoint(&b)]);
     let sources = [
         ("stripe", "stripe", STRIPE_SECRET, ".type"),
         (
@@ -173,8 +181,8 @@ fn vendor_signed_webhooks_pass_the_edge_are_stored_and_reach_two_receivers_once(
         let r = post(envoy.port, path, headers, body);
         assert_eq!(r.status, 200, "{path}: {}", r.text());
     }
-    let got = wait_for(&a, 4);
-    wait_for(&b, 4);
+    let got = a.wait_for(4);
+    b.wait_for(4);
     let mut seen: Vec<(String, String)> = got
         .iter()
         .map(|r| {
@@ -276,35 +284,14 @@ fn vendor_signed_webhooks_pass_the_edge_are_stored_and_reach_two_receivers_once(
 fn schema_policies_and_failover_hold_through_envoy() {
     let (primary, backup, app) = (Receiver::start(), Receiver::start(), Receiver::start());
     primary.set_status(503);
-    let cp = ControlPlane::start_with(ControlPlaneOptions {
-        extra_args: [
-            "--allow-destination-cidrs",
-            "127.0.0.0/8",
-            "--breaker-consecutive-failures",
-            "2",
-            "--breaker-cooldown-secs",
-            "1",
-        ]
-        .map(String::from)
-        .to_vec(),
-        ..ControlPlaneOptions::default()
-    });
-    let tenant = cp.json("POST", "/v1/tenants", Some(&json!({"name": "acme"})), 201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let endpoint = |rx: &Receiver| {
-        cp.json(
-            "POST",
-            "/v1/endpoints",
-            Some(&json!({"tenant_id": tenant, "url": rx.url("/orders")})),
-            201,
-        )["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    let (p, f) = (endpoint(&primary), endpoint(&backup));
+    let hub = Hub::start(&[
+        "--breaker-consecutive-failures",
+        "2",
+        "--breaker-cooldown-secs",
+        "1",
+    ]);
+    let (cp, tenant) = (&hub.cp, &hub.tenant);
+    let (p, f) = (hub.endpoint(&primary), hub.endpoint(&backup));
     cp.json(
         "POST",
         "/v1/event_types",
@@ -383,7 +370,7 @@ fn schema_policies_and_failover_hold_through_envoy() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    wait_for(&backup, 1);
+    backup.wait_for(1);
     primary.set_status(200);
     let start = Instant::now();
     while routed_to() != p {
