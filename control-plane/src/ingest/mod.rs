@@ -106,11 +106,6 @@ impl Ingest {
         Ok(ingest)
     }
 
-    /// The store.
-    pub fn store(&self) -> Arc<dyn Store> {
-        self.store.clone()
-    }
-
     /// Signals a change of sources, endpoints or event types.
     pub fn changed(&self) {
         self.dirty.notify_one();
@@ -209,9 +204,8 @@ impl Ingest {
                 "the event's source no longer exists or is not a hub source".into(),
             ));
         };
-        let mut rx = Received::from_row(row);
         // The stored masks stand in for the masked headers; the body is as received.
-        rx.received_at = row.received_at;
+        let rx = Received::from_row(row);
         match process::run(&self.engine, &src, &rx, row.id.clone(), how).await {
             Verdict::Reject(reason) => Err(ApiError::Conflict(reason)),
             Verdict::Store(mut inbound, events) => {
