@@ -99,6 +99,11 @@ curl -s http://127.0.0.1:$API/v1/endpoints -H 'Authorization: Bearer $KEY' -H 'c
 curl -s http://127.0.0.1:$API/v1/events -H 'Authorization: Bearer $KEY' -H 'content-type: application/json' -d '{"tenant_id":"$TENANT","event_type":"invoice.paid","payload":{"id":"in_1"}}'
 curl -s http://127.0.0.1:$API/v1/deliveries -H 'Authorization: Bearer $KEY'
 
+Receive into the hub (stored, deduplicated, transformed, routed to the endpoint above; put its id for ep_…):
+curl -s http://127.0.0.1:$API/v1/sources -H 'Authorization: Bearer $KEY' -H 'content-type: application/json' -d '{"tenant_id":"$TENANT","spec":{"name":"hub-demo","match":{"path_prefix":"/webhooks/hub"},"mode":"hub"},"ingest":{"transform":{"event_type":"\"invoice.\" + .status","jq":"{id, amount}"},"routes":[{"name":"all","to":["ep_…"]}]}}'
+curl -i http://127.0.0.1:$LISTEN/webhooks/hub -H 'webhook-id: msg_1' -H 'content-type: application/json' --data-binary '{"id":"in_2","status":"paid","amount":1200}'
+curl -s http://127.0.0.1:$API/v1/inbound_events -H 'Authorization: Bearer $KEY'
+
 What Envoy runs:  curl -s http://127.0.0.1:$API/v1/envoys -H 'Authorization: Bearer $KEY'
 Sign your own:    $HOOKMESH sig sign --scheme stripe --secret whsec_demo_stripe_secret --body-file FILE
 Ctrl-C stops everything.
