@@ -53,6 +53,8 @@ pub struct SourcePipeline {
     pub scheme: Option<SchemeName>,
     /// The compiled settings.
     pub pipeline: Pipeline,
+    /// The source's version and the event types' fingerprint it was compiled from.
+    built_from: (i64, u64),
 }
 
 /// The ingest: hub sources by name, swapped whole on every change.
@@ -63,6 +65,8 @@ pub struct Ingest {
     metrics: Arc<Metrics>,
     trusted_hops: u8,
     sources: RwLock<Arc<HashMap<String, Arc<SourcePipeline>>>>,
+    /// Sources whose settings did not compile, and what from (logged once per version).
+    failed: std::sync::Mutex<HashMap<String, (i64, u64)>>,
     dirty: Notify,
     last_miss_reload: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -86,6 +90,7 @@ impl Ingest {
             metrics,
             trusted_hops,
             sources: RwLock::default(),
+            failed: std::sync::Mutex::default(),
             dirty: Notify::new(),
             last_miss_reload: tokio::sync::Mutex::new(None),
         });
@@ -117,8 +122,29 @@ impl Ingest {
     /// Storage failures (the previous pipelines stay).
     pub async fn refresh(&self) -> Result<(), StoreError> {
         let event_types = self.store.list_all(Kind::EventType).await?;
+        let fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            for r in &event_types {
+                (&r.id, r.version).hash(&mut h);
+            }
+            h.finish()
+        };
+        // Pipelines whose source and event types did not change are kept, not compiled again.
+        let previous: HashMap<String, Arc<SourcePipeline>> = self
+            .sources
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|s| (s.id.clone(), s.clone()))
+            .collect();
         let mut map = HashMap::new();
         for r in self.store.list_all(Kind::Source).await? {
+            let built_from = (r.version, fingerprint);
+            if let Some(kept) = previous.get(&r.id).filter(|p| p.built_from == built_from) {
+                map.insert(kept.name.clone(), kept.clone());
+                continue;
+            }
             let Ok(spec) = serde_json::from_value::<hookmesh_filter::config::SourceConfig>(
                 r.body.get("spec").cloned().unwrap_or_default(),
             ) else {
@@ -142,11 +168,15 @@ impl Ingest {
                             name: spec.name.clone(),
                             scheme: spec.verify.as_ref().map(|v| v.scheme),
                             pipeline,
+                            built_from,
                         }),
                     );
                 }
                 Err(errors) => {
-                    tracing::error!(source = %r.id, ?errors, "hub source skipped: its ingest settings do not compile")
+                    let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+                    if failed.insert(r.id.clone(), built_from) != Some(built_from) {
+                        tracing::error!(source = %r.id, ?errors, "hub source skipped: its ingest settings do not compile");
+                    }
                 }
             }
         }
