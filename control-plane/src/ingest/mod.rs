@@ -290,16 +290,7 @@ async fn receive(
         return problem(ApiError::NotFound);
     };
     let received_at = crate::ids::now_ms();
-    let client_ip = hookmesh_filter::client_address(
-        None,
-        headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok()),
-        // Envoy appended its TCP peer: one more trusted entry than the filter counts.
-        ingest.trusted_hops.saturating_add(1),
-    )
-    .map(|ip| ip.to_string());
+    let client_ip = client_ip(&headers, ingest.trusted_hops);
     let rx = Received {
         method: method.to_string(),
         path: uri.path().to_owned(),
@@ -355,7 +346,55 @@ async fn receive(
     }
 }
 
+/// The client address, read the way the filter reads it: `x-forwarded-for` as Envoy forwards it
+/// ends with Envoy's own TCP peer, and `trusted_hops` proxies recorded the entries before that.
+fn client_ip(headers: &HeaderMap, trusted_hops: u8) -> Option<String> {
+    let xff = || {
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+    };
+    let peer = xff()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .rfind(|s| !s.is_empty())
+        .and_then(|s| s.parse().ok());
+    hookmesh_filter::client_address(peer, xff(), trusted_hops).map(|ip| ip.to_string())
+}
+
 fn reply(status: StatusCode, id: &str, outcome: &str) -> Response {
     let body = serde_json::json!({"id": id, "status": outcome});
     (status, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_ip;
+    use axum::http::HeaderMap;
+
+    fn xff(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn the_client_address_ignores_entries_the_client_wrote() {
+        // Envoy appended its TCP peer (the last entry).
+        assert_eq!(
+            client_ip(&xff("203.0.113.9"), 0).as_deref(),
+            Some("203.0.113.9")
+        );
+        assert_eq!(
+            client_ip(&xff("6.6.6.6, 203.0.113.9"), 0).as_deref(),
+            Some("203.0.113.9")
+        );
+        // Behind one load balancer: the entry it recorded, not the client's own.
+        assert_eq!(
+            client_ip(&xff("6.6.6.6, 198.51.100.7, 10.0.0.2"), 1).as_deref(),
+            Some("198.51.100.7")
+        );
+        assert_eq!(client_ip(&HeaderMap::new(), 0), None);
+    }
 }
