@@ -1379,12 +1379,14 @@ async fn attempts_in_flight_grow_for_slow_receivers_and_stay_low_for_fast_ones(a
             .collect();
         json!({ "events": events })
     };
-    // A fast receiver: the first 64 slots are plenty, and the limit stays there.
+    // A fast receiver: the first 64 slots are plenty, and the limit stays there, or takes one
+    // doubling at most when the whole test suite starves the machine and even loopback attempts
+    // average 10 ms (seen once in CI-like runs: 73 in flight). Growing all the way is the bug.
     app.post("/v1/events/batch", ADMIN, batch("quick"))
         .await
         .expect(202);
     wait_count(&fast, 400).await;
-    assert!(fast.max_in_flight() <= 64, "{}", fast.max_in_flight());
+    assert!(fast.max_in_flight() <= 128, "{}", fast.max_in_flight());
     // A slow one (300 ms an answer) with 400 waiting: every slot busy and slow, so the limit
     // doubles up to the default bound of 256.
     app.post("/v1/events/batch", ADMIN, batch("slow"))
