@@ -1,8 +1,11 @@
 //! Durable storage: one [`Store`] trait, implemented for SQLite (the embedded default) and
 //! PostgreSQL (several replicas). The SQL is written once (`sql.rs`) in the dialect both
-//! accept and instantiated per backend; only the migrations differ.
+//! accept and instantiated per backend; the migrations differ, and so does the group commit of
+//! events, inbound events and outcomes (`postgres_write`: multi-row statements through sqlx,
+//! several at once; `sqlite_direct`: one writer running its transactions on its own thread).
 
 mod postgres;
+mod postgres_write;
 mod sql;
 mod sqlite;
 mod sqlite_direct;

@@ -3,8 +3,8 @@
 use super::sql::{claim_sql, parse_kind, shaped_chunks, sql_store, DbTypes};
 use super::{
     AttemptRow, AuditEntry, AuditQuery, Completion, DeliveryQuery, DeliveryRow, EventRow,
-    IdempotentResponse, InboundQuery, InboundRow, Kind, ListQuery, NewDelivery, NewEvent,
-    NewInbound, ReplayFilter, Reservation, Resource, Store, StoreError, Stored, Written,
+    IdempotentResponse, InboundQuery, InboundRow, Kind, ListQuery, NewEvent, NewInbound,
+    ReplayFilter, Reservation, Resource, Store, StoreError, Written,
 };
 use sqlx::postgres::PgPoolOptions;
 use std::time::Duration;
@@ -14,19 +14,7 @@ use std::time::Duration;
 pub struct PgStore {
     pool: sqlx::PgPool,
     /// The same pool: PostgreSQL runs writers concurrently.
-    writer: sqlx::PgPool,
-}
-
-impl PgStore {
-    async fn write_batch_backend(
-        &self,
-        events: &[NewEvent],
-        inbound: &[NewInbound],
-        done: &[Completion],
-        now: i64,
-    ) -> Result<Written, StoreError> {
-        self.write_batch_sqlx(events, inbound, done, now).await
-    }
+    pub(super) writer: sqlx::PgPool,
 }
 
 impl DbTypes for PgStore {

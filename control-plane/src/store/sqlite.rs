@@ -3,8 +3,8 @@
 use super::sql::{claim_sql, parse_kind, shaped_chunks, sql_store, DbTypes};
 use super::{
     AttemptRow, AuditEntry, AuditQuery, Completion, DeliveryQuery, DeliveryRow, EventRow,
-    IdempotentResponse, InboundQuery, InboundRow, Kind, ListQuery, NewDelivery, NewEvent,
-    NewInbound, ReplayFilter, Reservation, Resource, Store, StoreError, Stored, Written,
+    IdempotentResponse, InboundQuery, InboundRow, Kind, ListQuery, NewEvent, NewInbound,
+    ReplayFilter, Reservation, Resource, Store, StoreError, Written,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use std::str::FromStr;

@@ -5,8 +5,8 @@
 //! those hops (profiled: 54 % of the control plane's CPU in the writer and sqlx's thread, and a
 //! fifth of all samples switching threads). Here the writer thread borrows the connection's
 //! handle (sqlx's `lock_handle`, which parks sqlx's thread) and runs the transaction itself
-//! through rusqlite. The SQL and its outcomes are those of the shared implementation in `sql.rs`,
-//! which PostgreSQL keeps using; the API tests run both.
+//! through rusqlite. It writes the same rows with the same outcomes as PostgreSQL's
+//! `postgres_write`; the API tests run both.
 
 use super::{Completion, NewEvent, NewInbound, StoreError, Stored, Written};
 use rusqlite::{params, Connection, OptionalExtension};
