@@ -236,7 +236,7 @@ impl Ingest {
         };
         // The stored masks stand in for the masked headers; the body is as received.
         let rx = Received::from_row(row);
-        match process::run(&self.engine, &src, &rx, row.id.clone(), how).await {
+        match process::run(&self.engine, &src, rx, row.id.clone(), how).await {
             Verdict::Reject(reason) => Err(ApiError::Conflict(reason)),
             Verdict::Store(mut inbound, events) => {
                 inbound.row.duplicates = row.duplicates;
@@ -310,7 +310,7 @@ async fn receive(
         received_at,
     };
     let id = crate::ids::new_id("inb");
-    match process::run(&ingest.engine, &src, &rx, id, Run::Arrival).await {
+    match process::run(&ingest.engine, &src, rx, id, Run::Arrival).await {
         Verdict::Reject(reason) => {
             ingest.metrics.inbound(&src.name, "rejected");
             problem(ApiError::BadRequest(reason))

@@ -189,15 +189,15 @@ fn draw(inbound_id: &str, route: &str) -> u32 {
 pub async fn run(
     engine: &Engine,
     src: &SourcePipeline,
-    rx: &Received,
+    mut rx: Received,
     id: String,
     how: Run,
 ) -> Verdict {
     let p = &src.pipeline;
-    let headers = masked_headers(rx, p);
+    let headers = masked_headers(&rx, p);
     // Built only when a program or the template reads it.
     let meta = if p.needs_meta {
-        meta(src, rx, &headers)
+        meta(src, &rx, &headers)
     } else {
         Value::Null
     };
@@ -212,7 +212,8 @@ pub async fn run(
         path: rx.path.clone(),
         query: rx.query.clone(),
         headers: serde_json::to_string(&headers).unwrap_or_else(|_| "{}".into()),
-        body: rx.body.clone(),
+        // The body moves into the stored row; everything below reads it there.
+        body: std::mem::take(&mut rx.body),
         client_ip: rx.client_ip.clone(),
         received_at: rx.received_at,
         event_type: None,
@@ -223,11 +224,11 @@ pub async fn run(
         updated_at: crate::ids::now_ms(),
     };
     let content_type = rx.header("content-type");
-    let parsed = super::parse::document(content_type, &rx.body).await;
+    let parsed = super::parse::document(content_type, &row.body).await;
     let mut dedup_until = None;
     if how == Run::Arrival {
         if let Some((key, window)) = &p.dedup {
-            row.dedup_key = dedup_key(key, src.scheme, rx, parsed.as_ref().ok());
+            row.dedup_key = dedup_key(key, src.scheme, &rx, parsed.as_ref().ok());
             dedup_until = row.dedup_key.as_ref().map(|_| rx.received_at + window);
         }
     }
