@@ -757,15 +757,20 @@ impl EndpointRuntime {
                     })
             });
         }
-        self.event_types.is_empty()
-            || self.event_types.iter().any(|p| {
-                p == "*"
-                    || p == event_type
-                    || p.strip_suffix('*').is_some_and(|prefix| {
-                        prefix.ends_with('.') && event_type.starts_with(prefix)
-                    })
-            })
+        type_matches(&self.event_types, event_type)
     }
+}
+
+/// Whether an event type is selected by patterns: none selects all; `*` any; `invoice.*` any
+/// type under `invoice.`; anything else itself.
+pub fn type_matches(patterns: &[String], event_type: &str) -> bool {
+    patterns.is_empty()
+        || patterns.iter().any(|p| {
+            p == "*"
+                || p == event_type
+                || p.strip_suffix('*')
+                    .is_some_and(|prefix| prefix.ends_with('.') && event_type.starts_with(prefix))
+        })
 }
 
 /// The runtime view of a stored endpoint.

@@ -37,8 +37,8 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use endpoints::{
-    disable as disable_endpoint, runtime as endpoint_runtime, Batching, EndpointRuntime,
-    RetryPolicy,
+    disable as disable_endpoint, runtime as endpoint_runtime, type_matches as event_type_matches,
+    Batching, EndpointRuntime, RetryPolicy,
 };
 pub use events::newest_schema;
 pub use idempotency::RETENTION_MS as IDEMPOTENCY_RETENTION_MS;

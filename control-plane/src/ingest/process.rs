@@ -163,16 +163,6 @@ fn valid_event_type(t: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
-fn matches_type(patterns: &[String], event_type: &str) -> bool {
-    patterns.is_empty()
-        || patterns.iter().any(|p| {
-            p == "*"
-                || p == event_type
-                || p.strip_suffix('*')
-                    .is_some_and(|prefix| prefix.ends_with('.') && event_type.starts_with(prefix))
-        })
-}
-
 /// A stable draw in 0..10,000 from the inbound id and the route's name.
 fn draw(inbound_id: &str, route: &str) -> u32 {
     use sha2::{Digest, Sha256};
@@ -332,7 +322,7 @@ pub async fn run(
     let mut events = Vec::new();
     for route in &p.routes {
         let mut decision = json!({"route": route.name});
-        if !matches_type(&route.event_types, &event_type) {
+        if !crate::api::event_type_matches(&route.event_types, &event_type) {
             decision["matched"] = json!(false);
             decision["reason"] = json!("event type not selected");
             decisions.push(decision);
@@ -509,9 +499,15 @@ mod tests {
 
     #[test]
     fn type_patterns() {
-        assert!(matches_type(&[], "a.b"));
-        assert!(matches_type(&["invoice.*".into()], "invoice.paid"));
-        assert!(!matches_type(&["invoice.*".into()], "charge.paid"));
+        assert!(crate::api::event_type_matches(&[], "a.b"));
+        assert!(crate::api::event_type_matches(
+            &["invoice.*".into()],
+            "invoice.paid"
+        ));
+        assert!(!crate::api::event_type_matches(
+            &["invoice.*".into()],
+            "charge.paid"
+        ));
         assert!(!valid_event_type("has space"));
     }
 
