@@ -260,10 +260,6 @@ impl Ingest {
     }
 }
 
-fn problem(e: ApiError) -> Response {
-    e.into_response()
-}
-
 /// One webhook from Envoy.
 async fn receive(
     State(ingest): State<Arc<Ingest>>,
@@ -274,20 +270,21 @@ async fn receive(
 ) -> Response {
     let token = headers.get(TOKEN_HEADER).map_or(&b""[..], |v| v.as_bytes());
     if !ingest.keys.accepts_ingest_token(token) {
-        return problem(ApiError::Forbidden(
+        return ApiError::Forbidden(
             "the ingest accepts only requests forwarded by a hookmesh Envoy filter (missing or wrong x-hookmesh-ingest-token)".into(),
-        ));
+        ).into_response();
     }
     let Some(name) = headers
         .get("x-hookmesh-source")
         .and_then(|v| v.to_str().ok())
     else {
-        return problem(ApiError::BadRequest(
+        return ApiError::BadRequest(
             "no x-hookmesh-source header: the filter names the source it verified".into(),
-        ));
+        )
+        .into_response();
     };
     let Some(src) = ingest.get_fresh(name).await else {
-        return problem(ApiError::NotFound);
+        return ApiError::NotFound.into_response();
     };
     let received_at = crate::ids::now_ms();
     let client_ip = client_ip(&headers, ingest.trusted_hops);
@@ -313,7 +310,7 @@ async fn receive(
     match process::run(&ingest.engine, &src, rx, id, Run::Arrival).await {
         Verdict::Reject(reason) => {
             ingest.metrics.inbound(&src.name, "rejected");
-            problem(ApiError::BadRequest(reason))
+            ApiError::BadRequest(reason).into_response()
         }
         Verdict::Store(inbound, events) => {
             let (id, status) = (inbound.row.id.clone(), inbound.row.status.clone());
@@ -332,14 +329,15 @@ async fn receive(
                         ingest.metrics.inbound(&src.name, outcome);
                         reply(StatusCode::OK, &id, shown)
                     }
-                    None => problem(ApiError::Unavailable("the store answered nothing".into())),
+                    None => {
+                        ApiError::Unavailable("the store answered nothing".into()).into_response()
+                    }
                 },
                 Err(e) => {
                     tracing::error!(source = %src.name, error = %e, "storing an inbound webhook failed");
                     ingest.metrics.inbound(&src.name, "unavailable");
-                    problem(ApiError::Unavailable(
-                        "the webhook could not be stored; retry later".into(),
-                    ))
+                    ApiError::Unavailable("the webhook could not be stored; retry later".into())
+                        .into_response()
                 }
             }
         }
