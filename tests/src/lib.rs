@@ -66,12 +66,35 @@ fn wasm_module() -> PathBuf {
         .unwrap_or_else(|| root().join("target/wasm32-wasip1/wasm/hookmesh_filter.wasm"))
 }
 
-/// A port free at the time of the call.
+/// A port free at the time of the call, for a server that binds it later (Envoy, the control
+/// plane).
+///
+/// It comes from below the kernel's ephemeral range (32768 and up on Linux), so no outgoing
+/// connection of a busy parallel test can take it before the server binds it; each test process
+/// starts at its own offset so that concurrent tests rarely try the same ports.
+///
+/// # Panics
+/// When no port in the range binds.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    const FIRST: u32 = 12_000;
+    const COUNT: u32 = 20_000;
+    static NEXT: AtomicU64 = AtomicU64::new(u64::MAX);
+    let seed = u64::from(std::process::id()).wrapping_mul(2_654_435_761)
+        ^ u64::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0),
+        );
+    let _ = NEXT.compare_exchange(u64::MAX, seed, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..COUNT {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(FIRST + (n % u64::from(COUNT)) as u32).expect("port range");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT);
 }
 
 fn scratch_dir(tag: &str) -> PathBuf {
@@ -225,7 +248,7 @@ impl Envoy {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("envoy exited with {status}:\n{}", self.log_text());
+                panic!("envoy exited with {status}:\n{}", self.log_problems());
             }
             if let Ok(r) = get(self.admin_port, "/ready") {
                 if r.status == 200 {
@@ -234,7 +257,7 @@ impl Envoy {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("envoy not ready after 30s:\n{}", self.log_text());
+        panic!("envoy not ready after 30s:\n{}", self.log_problems());
     }
 
     /// The process id.
@@ -245,6 +268,25 @@ impl Envoy {
     /// Envoy's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log's warnings and errors, and its last lines: what explains an exit, without the
+    /// long list of linked extensions that starts every log.
+    fn log_problems(&self) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut shown: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| {
+                ["[warning]", "[error]", "[critical]"]
+                    .iter()
+                    .any(|level| l.contains(level))
+            })
+            .collect();
+        shown.push("… last lines:");
+        shown.extend(&lines[lines.len().saturating_sub(15)..]);
+        shown.join("\n")
     }
 
     /// Waits until the filter has flushed its batched counters (it does every 250 ms).
