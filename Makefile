@@ -15,7 +15,7 @@ export CARGO_TARGET_DIR := $(CURDIR)/target
 export HOOKMESH_ENVOY := $(ENVOY)
 export HOOKMESH_WASM := $(WASM)
 
-.PHONY: bench-delivery bench-ingest bench-push run run-standalone test lint fmt wasm envoy build bench bench-filter wasm-target test-deps clean
+.PHONY: crds bench-delivery bench-ingest bench-push run run-standalone test lint fmt wasm envoy build bench bench-filter wasm-target test-deps clean
 
 ## run: build everything, then the control plane (SQLite in ./data) and an Envoy sidecar on
 ## 127.0.0.1:10000 that gets the filter configuration from it over ADS
@@ -56,6 +56,10 @@ test-deps:
 	  { apt-get update -qq && apt-get install -y -qq nodejs npm; }
 	@test -d tests/sdk/node_modules/stripe -a -d tests/sdk/node_modules/@octokit/webhooks-methods || \
 	  (cd tests/sdk && npm ci --silent --no-audit --no-fund)
+
+## crds: regenerate k8s/crds/ from the Rust types (a test fails when they differ)
+crds:
+	$(CARGO) run -q -p hookmesh -- crds --out-dir k8s/crds
 
 fmt:
 	$(CARGO) fmt --all

@@ -11,6 +11,7 @@
 //! - [`telemetry`]: logging and Prometheus metrics.
 //! - [`xds`]: the ADS/ECDS server pushing the filter configuration to every Envoy.
 //! - [`ids`]: time-ordered prefixed ids, random tokens, time.
+//! - [`k8s`]: custom resources and the controller that reconciles them into the control plane.
 //!
 //! The signature schemes are not reimplemented here: [`hookmesh_filter`] is the one
 //! implementation, used by the Envoy filter to verify and by this crate to sign and debug.
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod delivery;
 pub mod ids;
 pub mod ingest;
+pub mod k8s;
 pub mod secrets;
 pub mod server;
 pub mod store;

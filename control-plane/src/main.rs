@@ -1,7 +1,7 @@
 //! The `hookmesh` binary: parses the command line and calls the library.
 
 use clap::Parser;
-use hookmesh::cli::{serve, sig, Cli, Command};
+use hookmesh::cli::{crds, serve, sig, Cli, Command};
 use std::process::ExitCode;
 
 // mimalloc: delivery does many small, short-lived allocations across threads, where it is
@@ -45,6 +45,13 @@ fn main() -> ExitCode {
         Command::Serve(args) => run(Box::pin(serve::serve(*args))),
         Command::Migrate(args) => run(Box::pin(serve::migrate(args))),
         Command::Rekey(args) => run(Box::pin(serve::rekey(args))),
+        Command::Crds(args) => match crds::run(&args, &mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Sig(cmd) => match sig::run(&cmd, now, &mut std::io::stdout().lock()) {
             Ok(sig::SigOutcome::Ok) => ExitCode::SUCCESS,
             Ok(sig::SigOutcome::Invalid) => ExitCode::from(1),

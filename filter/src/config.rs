@@ -60,6 +60,7 @@ pub struct NetworkConfig {
 /// One inbound webhook source.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "crd-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// Unique name, `[a-z0-9_-]{1,64}`; shown in metrics and sent upstream as `x-hookmesh-source`.
@@ -90,6 +91,7 @@ pub struct SourceConfig {
 /// Where a source's accepted requests go.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "crd-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SourceMode {
     /// To the application behind the Envoy.
@@ -125,6 +127,7 @@ impl SourceConfig {
 /// prefixes a source naming a host wins over one that does not.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "crd-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     /// Exact host (case-insensitive, port ignored), or `*.example.com` for any subdomain.
@@ -138,6 +141,7 @@ pub struct MatchConfig {
 /// Signature verification settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "crd-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct VerifyConfig {
     /// The signature scheme.
@@ -164,6 +168,7 @@ pub struct VerifyConfig {
 /// Supported signature schemes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "crd-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SchemeName {
     /// Standard Webhooks: `webhook-*` headers, `v1` (HMAC-SHA256, `whsec_`) and `v1a` (ed25519, `whpk_`).
@@ -250,6 +255,7 @@ impl fmt::Display for SchemeName {
 /// A generic HMAC scheme: which header carries the signature and what bytes are signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "crd-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GenericHmacConfig {
     /// Header carrying the signature.
@@ -285,6 +291,7 @@ fn default_template() -> String {
 /// HMAC digest algorithm.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "crd-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HmacAlgorithm {
     /// HMAC-SHA1 (legacy providers only).
@@ -299,6 +306,7 @@ pub enum HmacAlgorithm {
 /// How a signature is encoded in its header.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "crd-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SignatureEncoding {
     /// Lower- or upper-case hexadecimal.
@@ -311,6 +319,7 @@ pub enum SignatureEncoding {
 /// Unit of a timestamp header.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "crd-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TimestampUnit {
     /// Unix seconds.
@@ -345,6 +354,40 @@ pub enum AuthConfig {
     Jwt(JwtConfig),
 }
 
+/// Kubernetes' structural schemas have no tagged unions: one object with every variant's
+/// fields, `type` choosing among them, and CEL rules for what each variant requires.
+#[cfg(feature = "crd-schema")]
+impl schemars::JsonSchema for AuthConfig {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "AuthConfig".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Caller authentication: `api_key` (a static key in a header), `basic` (HTTP Basic) or `jwt` (`Authorization: Bearer`).",
+            "type": "object",
+            "required": ["type"],
+            "properties": {
+                "type": {"type": "string", "enum": ["api_key", "basic", "jwt"]},
+                "header": {"type": "string", "description": "api_key: the header carrying the key (default `x-api-key`)."},
+                "prefix": {"type": "string", "description": "api_key: the prefix before the key, e.g. `Bearer `."},
+                "keys": {"description": "api_key: accepted keys, as Secret references (`<secret>/<key>`); jwt: verification keys (`kid`, `alg`, `secret` as a Secret reference, `public_key_pem`).",
+                         "x-kubernetes-preserve-unknown-fields": true},
+                "users": generator.subschema_for::<Vec<BasicUser>>(),
+                "jwks": {"type": "string", "description": "jwt: a JWKS document as JSON text."},
+                "issuer": {"type": "string", "description": "jwt: required `iss`."},
+                "audiences": {"type": "array", "items": {"type": "string"}, "description": "jwt: accepted audiences."},
+                "leeway_secs": {"type": "integer", "minimum": 0, "description": "jwt: clock skew allowed for `exp`/`nbf` (default 60)."},
+            },
+            "x-kubernetes-validations": [
+                {"rule": "self.type != 'api_key' || has(self.keys)", "message": "api_key needs keys"},
+                {"rule": "self.type != 'basic' || has(self.users)", "message": "basic needs users"},
+                {"rule": "self.type == 'api_key' || !(has(self.header) || has(self.prefix))", "message": "header and prefix belong to api_key"},
+            ],
+        })
+    }
+}
+
 fn default_api_key_header() -> String {
     "x-api-key".to_owned()
 }
@@ -352,6 +395,7 @@ fn default_api_key_header() -> String {
 /// One HTTP Basic credential.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "crd-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BasicUser {
     /// User name.
@@ -363,6 +407,7 @@ pub struct BasicUser {
 /// JWT bearer validation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "crd-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     /// Keys given one by one.
@@ -389,6 +434,7 @@ fn default_leeway() -> u64 {
 /// One JWT verification key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "crd-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JwtKeyConfig {
     /// Key id; when set, only tokens with this `kid` use the key.
@@ -407,6 +453,7 @@ pub struct JwtKeyConfig {
 /// JWT signature algorithms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "crd-schema", derive(schemars::JsonSchema))]
 pub enum JwtAlgorithm {
     /// HMAC-SHA256.
     HS256,
@@ -419,6 +466,7 @@ pub enum JwtAlgorithm {
 /// Token-bucket parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "crd-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Sustained requests per second.
@@ -445,6 +493,7 @@ pub enum RateLimitKey {
 /// Method, size and transport limits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "crd-schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Allowed methods (upper case); empty allows any. Default `["POST"]`.
@@ -486,6 +535,46 @@ impl Secret {
     /// The secret text.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+/// Where a Kubernetes custom resource holds a secret, it holds a reference instead:
+/// `<secret-name>/<key>`, a key of a `Secret` in the resource's namespace, which the controller
+/// reads. The pattern keeps values from being pasted in.
+#[cfg(feature = "crd-schema")]
+impl schemars::JsonSchema for Secret {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SecretKeyReference".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A key of a Kubernetes Secret in the same namespace, as `<secret-name>/<key>`; never the secret itself.",
+            "pattern": SECRET_REFERENCE_PATTERN,
+            "maxLength": 507,
+        })
+    }
+}
+
+/// `<secret-name>/<key>`: a DNS subdomain name, then a Secret data key.
+#[cfg(feature = "crd-schema")]
+pub const SECRET_REFERENCE_PATTERN: &str = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[-._a-zA-Z0-9]+$";
+
+/// A string (`client_ip`) or an object (`{"header": …}`): Kubernetes' structural schemas
+/// cannot say "one or the other", so the schema keeps the value as written and the control
+/// plane validates it (and reports a bad one in the resource's status).
+#[cfg(feature = "crd-schema")]
+impl schemars::JsonSchema for RateLimitKey {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RateLimitKey".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "What identifies a caller: `client_ip` (default) or `{\"header\": \"<name>\"}`.",
+            "x-kubernetes-preserve-unknown-fields": true,
+        })
     }
 }
 

@@ -49,6 +49,37 @@ pub enum RetryPolicy {
     },
 }
 
+/// Kubernetes' structural schemas have no tagged unions: one object with both variants' fields,
+/// `type` choosing, and CEL rules for what each requires.
+impl schemars::JsonSchema for RetryPolicy {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RetryPolicy".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "How failed deliveries are retried: `exponential` delays, or an explicit `schedule`.",
+            "type": "object",
+            "required": ["type"],
+            "properties": {
+                "type": {"type": "string", "enum": ["exponential", "schedule"]},
+                "initial_secs": {"type": "integer", "minimum": 0, "description": "exponential: first delay."},
+                "multiplier": {"type": "number", "minimum": 1, "description": "exponential: growth factor."},
+                "max_secs": {"type": "integer", "minimum": 0, "description": "exponential: longest delay."},
+                "max_attempts": {"type": "integer", "minimum": 1, "description": "exponential: attempts before dead-lettering."},
+                "max_age_secs": {"type": "integer", "minimum": 0, "description": "exponential: give up after this long since the first attempt."},
+                "delays_secs": {"type": "array", "items": {"type": "integer", "minimum": 0}, "description": "schedule: the delay before each retry."},
+            },
+            "x-kubernetes-validations": [
+                {"rule": "self.type != 'exponential' || (has(self.initial_secs) && has(self.multiplier) && has(self.max_secs) && has(self.max_attempts))",
+                 "message": "exponential needs initial_secs, multiplier, max_secs and max_attempts"},
+                {"rule": "self.type != 'schedule' || has(self.delays_secs)", "message": "schedule needs delays_secs"},
+                {"rule": "self.type == 'schedule' || !has(self.delays_secs)", "message": "delays_secs belongs to schedule"},
+            ],
+        })
+    }
+}
+
 /// Create or replace an endpoint.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -128,7 +159,17 @@ fn enabled() -> bool {
 /// Batched delivery: a request goes out when `max_events` are waiting, or `max_wait_ms` after
 /// the first of them. The body is a JSON array of `{"id", "type", "created_at", "data"}`; the
 /// batch succeeds or fails as one, and each event in it records the attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct Batching {
     /// Events per request at most, 2 to 1000.

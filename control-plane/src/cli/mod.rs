@@ -1,5 +1,6 @@
 //! Command-line interface.
 
+pub mod crds;
 pub mod serve;
 pub mod sig;
 
@@ -26,4 +27,6 @@ pub enum Command {
     /// Sign or verify webhook signatures with the filter's own code (debugging aid).
     #[command(subcommand)]
     Sig(sig::SigCommand),
+    /// Print the Kubernetes custom resource definitions (k8s/crds/ holds them).
+    Crds(crds::CrdsArgs),
 }

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// What the hub does with a source's accepted webhooks.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
     /// Duplicate detection (default: the provider's delivery id, kept 24 hours).
@@ -32,7 +34,9 @@ pub struct IngestConfig {
 }
 
 /// Duplicate detection.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct DedupConfig {
     /// Where the key comes from.
@@ -73,8 +77,26 @@ pub enum DedupKey {
     Pointer(String),
 }
 
+/// A string (`auto`, `off`) or an object (`{"header": …}`, `{"pointer": …}`): structural
+/// schemas cannot say "one or the other", so the value is kept as written and validated by the
+/// control plane.
+impl schemars::JsonSchema for DedupKey {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DedupKey".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "The duplicate-detection key: `auto` (the provider's delivery id, default), `off`, `{\"header\": \"<name>\"}` or `{\"pointer\": \"/json/pointer\"}`.",
+            "x-kubernetes-preserve-unknown-fields": true,
+        })
+    }
+}
+
 /// Schema validation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateConfig {
     /// The event type (of the source's tenant) whose newest version's schema applies.
@@ -85,7 +107,18 @@ pub struct ValidateConfig {
 }
 
 /// What happens to a payload that fails validation (or cannot be parsed).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum InvalidPolicy {
     /// 400 to the provider; nothing is stored.
@@ -96,7 +129,9 @@ pub enum InvalidPolicy {
 }
 
 /// The transformation.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct TransformConfig {
     /// jq program computing the outbound payload from the parsed one (default `.`), with
@@ -113,7 +148,9 @@ pub struct TransformConfig {
 }
 
 /// One route.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Name, shown in routing decisions.
@@ -125,9 +162,11 @@ pub struct RouteConfig {
     /// Only these event types (`invoice.*` matches `invoice.paid`); empty: any.
     #[serde(default)]
     pub event_types: Vec<String>,
-    /// Destination endpoint ids (of the source's tenant).
+    /// Destination endpoints: ids (`ep_…`) of the source's tenant; in a Kubernetes
+    /// `WebhookSource`, names of `WebhookEndpoint`s in its namespace.
     pub to: Vec<String>,
-    /// Used instead of a destination while its circuit is open or it is disabled.
+    /// Used instead of a destination while its circuit is open or it is disabled (an id, or in
+    /// a `WebhookSource` a `WebhookEndpoint`'s name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover: Option<String>,
     /// Delivered ahead of normal-priority work.
