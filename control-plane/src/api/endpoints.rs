@@ -6,8 +6,8 @@ use super::auth::{Access, Area, Principal};
 use super::error::{ApiError, FieldError};
 use super::extract::{AppJson, AppQuery, IfMatch, Page, PageParams};
 use super::resource::{
-    audit, check_if_match, delete, insert_audited, list_page, load, require_tenant, update_audited,
-    with_etag,
+    audit, check_if_match, delete, insert_audited, keep_manager, list_page, load, require_manager,
+    require_tenant, update_audited, with_etag, ManagedBy, Manager,
 };
 use super::AppState;
 use crate::ids::{new_id, now_ms, random_bytes, rfc3339};
@@ -150,6 +150,10 @@ pub struct EndpointInput {
     /// replace: rotate instead.
     #[serde(default)]
     pub secret: Option<String>,
+    /// Marks the endpoint as owned by a manager (the Kubernetes controller); only it can change
+    /// or delete the endpoint afterwards.
+    #[serde(default)]
+    pub managed_by: Option<ManagedBy>,
 }
 
 fn enabled() -> bool {
@@ -221,6 +225,9 @@ pub struct Endpoint {
     pub enabled: bool,
     /// Free-form labels.
     pub metadata: BTreeMap<String, String>,
+    /// The manager that owns it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<ManagedBy>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
@@ -259,6 +266,8 @@ struct Stored {
     batch: Option<Batching>,
     enabled: bool,
     metadata: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    managed_by: Option<ManagedBy>,
 }
 
 /// The signing secrets of an endpoint.
@@ -467,7 +476,7 @@ fn generate_secret() -> String {
     format!("whsec_{}", STANDARD.encode(random_bytes(32)))
 }
 
-fn stored(input: EndpointInput) -> Stored {
+fn stored(input: EndpointInput, managed_by: Option<ManagedBy>) -> Stored {
     Stored {
         url: input.url,
         description: input.description,
@@ -487,6 +496,7 @@ fn stored(input: EndpointInput) -> Stored {
         batch: input.batch,
         enabled: input.enabled,
         metadata: input.metadata,
+        managed_by,
     }
 }
 
@@ -513,6 +523,7 @@ fn view(r: &Resource) -> Result<Endpoint, ApiError> {
         batch: s.batch,
         enabled: s.enabled,
         metadata: s.metadata,
+        managed_by: s.managed_by,
         created_at: rfc3339(r.created_at),
         updated_at: rfc3339(r.updated_at),
         version: r.version,
@@ -568,6 +579,9 @@ async fn create(
 ) -> Result<Response, ApiError> {
     who.require(Area::Endpoints, Access::Write)?;
     validate(&input)?;
+    if let Some(m) = &input.managed_by {
+        m.validate()?;
+    }
     let tenant = who.tenant_for_create(input.tenant_id.as_deref())?;
     require_tenant(&state, &who, &tenant).await?;
     let id = new_id("ep");
@@ -575,7 +589,8 @@ async fn create(
         current: input.secret.clone().unwrap_or_else(generate_secret),
         previous: Vec::new(),
     };
-    let body = serde_json::to_value(stored(input)).map_err(ApiError::internal)?;
+    let managed_by = input.managed_by.clone();
+    let body = serde_json::to_value(stored(input, managed_by)).map_err(ApiError::internal)?;
     let now = now_ms();
     let r = Resource {
         kind: Kind::Endpoint,
@@ -608,19 +623,21 @@ async fn get(
 
 /// Replace an endpoint (its secret is kept; rotate it separately). Honours `If-Match`.
 #[utoipa::path(put, path = "/v1/endpoints/{id}", tag = "endpoints", request_body = EndpointInput,
-    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "The ETag last read")),
-    responses((status = 200, body = Endpoint), (status = 404, body = super::error::Problem), (status = 412, body = super::error::Problem), (status = 422, body = super::error::Problem)))]
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "The ETag last read"), ("Hookmesh-Manager" = Option<String>, Header, description = "The owner's uid, for a resource with `managed_by`")),
+    responses((status = 200, body = Endpoint), (status = 404, body = super::error::Problem), (status = 409, body = super::error::Problem), (status = 412, body = super::error::Problem), (status = 422, body = super::error::Problem)))]
 async fn replace(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
+    manager: Manager,
     AppJson(input): AppJson<EndpointInput>,
 ) -> Result<Response, ApiError> {
     who.require(Area::Endpoints, Access::Write)?;
     validate(&input)?;
     let old = load(&state, &who, Kind::Endpoint, &id).await?;
     check_if_match(if_match, old.version)?;
+    let managed_by = keep_manager(&old, &manager, input.managed_by.clone())?;
     if input
         .tenant_id
         .as_ref()
@@ -631,7 +648,7 @@ async fn replace(
             "an endpoint cannot move to another tenant",
         ));
     }
-    let body = serde_json::to_value(stored(input)).map_err(ApiError::internal)?;
+    let body = serde_json::to_value(stored(input, managed_by)).map_err(ApiError::internal)?;
     let r = Resource {
         body: body.clone(),
         version: old.version + 1,
@@ -644,16 +661,17 @@ async fn replace(
 }
 
 /// Delete an endpoint.
-#[utoipa::path(delete, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
-    responses((status = 204), (status = 404, body = super::error::Problem), (status = 412, body = super::error::Problem)))]
+#[utoipa::path(delete, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path), ("If-Match" = Option<String>, Header), ("Hookmesh-Manager" = Option<String>, Header, description = "The owner's uid, for a resource with `managed_by`")),
+    responses((status = 204), (status = 404, body = super::error::Problem), (status = 409, body = super::error::Problem), (status = 412, body = super::error::Problem)))]
 async fn remove(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
+    manager: Manager,
 ) -> Result<StatusCode, ApiError> {
     who.require(Area::Endpoints, Access::Write)?;
-    delete(&state, &who, Kind::Endpoint, &id, if_match).await?;
+    delete(&state, &who, Kind::Endpoint, &id, if_match, &manager).await?;
     refresh_delivery(&state).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -688,12 +706,13 @@ async fn get_secret(
 
 /// Rotate the signing secret; the previous one stays valid for `overlap_secs`.
 #[utoipa::path(post, path = "/v1/endpoints/{id}/secret/rotate", tag = "endpoints", request_body = RotateInput,
-    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for retries of the same request")),
-    responses((status = 200, body = EndpointSecret), (status = 404, body = super::error::Problem), (status = 422, body = super::error::Problem)))]
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for retries of the same request"), ("Hookmesh-Manager" = Option<String>, Header, description = "The owner's uid, for a resource with `managed_by`")),
+    responses((status = 200, body = EndpointSecret), (status = 404, body = super::error::Problem), (status = 409, body = super::error::Problem), (status = 422, body = super::error::Problem)))]
 async fn rotate_secret(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
+    manager: Manager,
     AppJson(input): AppJson<RotateInput>,
 ) -> Result<AppJson<EndpointSecret>, ApiError> {
     who.require(Area::Endpoints, Access::Write)?;
@@ -705,6 +724,7 @@ async fn rotate_secret(
         return Err(ApiError::field("overlap_secs", "at most 2592000 (30 days)"));
     }
     let old = load(&state, &who, Kind::Endpoint, &id).await?;
+    require_manager(&old, &manager)?;
     let mut secrets = open_secrets(&state, &old)?;
     let now = now_ms();
     let new_key = input.key.unwrap_or_else(generate_secret);

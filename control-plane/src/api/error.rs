@@ -48,6 +48,9 @@ pub enum ApiError {
     /// Conflicts with existing state.
     #[error("{0}")]
     Conflict(String),
+    /// Owned by a manager (the Kubernetes controller): change it there.
+    #[error("{0}")]
+    Managed(String),
     /// `If-Match` does not match the current version.
     #[error("the resource changed: If-Match does not match its current ETag")]
     PreconditionFailed,
@@ -91,6 +94,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not Found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            ApiError::Managed(_) => (StatusCode::CONFLICT, "managed", "Managed Elsewhere"),
             ApiError::PreconditionFailed => (
                 StatusCode::PRECONDITION_FAILED,
                 "precondition-failed",

@@ -5,8 +5,8 @@ use super::auth::{Access, Area, Principal};
 use super::error::ApiError;
 use super::extract::{AppJson, AppQuery, IfMatch, Page, PageParams};
 use super::resource::{
-    check_if_match, delete, insert_audited, list_page, load, require_tenant, update_audited,
-    with_etag,
+    check_if_match, delete, insert_audited, keep_manager, list_page, load, require_tenant,
+    update_audited, with_etag, ManagedBy, Manager,
 };
 use super::AppState;
 use crate::ids::{new_id, now_ms, rfc3339};
@@ -35,6 +35,10 @@ pub struct EventTypeInput {
     /// JSON Schema of the payload.
     #[serde(default)]
     pub schema: Option<serde_json::Value>,
+    /// Marks the event type as owned by a manager (the Kubernetes controller); only it can
+    /// change or delete it afterwards.
+    #[serde(default)]
+    pub managed_by: Option<ManagedBy>,
 }
 
 fn first_version() -> u32 {
@@ -56,6 +60,9 @@ pub struct EventType {
     pub description: String,
     /// JSON Schema of the payload.
     pub schema: Option<serde_json::Value>,
+    /// The manager that owns it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<ManagedBy>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
@@ -70,6 +77,8 @@ struct Stored {
     version: u32,
     description: String,
     schema: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    managed_by: Option<ManagedBy>,
 }
 
 fn validate(input: &EventTypeInput) -> Result<(), ApiError> {
@@ -116,6 +125,7 @@ fn view(r: &Resource) -> Result<EventType, ApiError> {
         version: s.version,
         description: s.description,
         schema: s.schema,
+        managed_by: s.managed_by,
         created_at: rfc3339(r.created_at),
         updated_at: rfc3339(r.updated_at),
         etag_version: r.version,
@@ -157,6 +167,9 @@ async fn create(
 ) -> Result<Response, ApiError> {
     who.require(Area::EventTypes, Access::Write)?;
     validate(&input)?;
+    if let Some(m) = &input.managed_by {
+        m.validate()?;
+    }
     let tenant = who.tenant_for_create(input.tenant_id.as_deref())?;
     require_tenant(&state, &who, &tenant).await?;
     let id = new_id("evt_type");
@@ -166,6 +179,7 @@ async fn create(
         version: input.version,
         description: input.description,
         schema: input.schema,
+        managed_by: input.managed_by,
     })
     .map_err(ApiError::internal)?;
     let now = now_ms();
@@ -200,19 +214,21 @@ async fn get(
 
 /// Replace the description and schema of an event type (name and version are fixed).
 #[utoipa::path(put, path = "/v1/event_types/{id}", tag = "event_types", request_body = EventTypeInput,
-    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "The ETag last read")),
-    responses((status = 200, body = EventType), (status = 404, body = super::error::Problem), (status = 412, body = super::error::Problem), (status = 422, body = super::error::Problem)))]
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "The ETag last read"), ("Hookmesh-Manager" = Option<String>, Header, description = "The owner's uid, for a resource with `managed_by`")),
+    responses((status = 200, body = EventType), (status = 404, body = super::error::Problem), (status = 409, body = super::error::Problem), (status = 412, body = super::error::Problem), (status = 422, body = super::error::Problem)))]
 async fn replace(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
+    manager: Manager,
     AppJson(input): AppJson<EventTypeInput>,
 ) -> Result<Response, ApiError> {
     who.require(Area::EventTypes, Access::Write)?;
     validate(&input)?;
     let old = load(&state, &who, Kind::EventType, &id).await?;
     check_if_match(if_match, old.version)?;
+    let managed_by = keep_manager(&old, &manager, input.managed_by)?;
     let before: Stored = serde_json::from_value(old.body.clone()).map_err(ApiError::internal)?;
     if before.name != input.name || before.version != input.version {
         return Err(ApiError::field(
@@ -225,6 +241,7 @@ async fn replace(
         version: input.version,
         description: input.description,
         schema: input.schema,
+        managed_by,
     })
     .map_err(ApiError::internal)?;
     let r = Resource {
@@ -239,16 +256,17 @@ async fn replace(
 }
 
 /// Delete an event type version.
-#[utoipa::path(delete, path = "/v1/event_types/{id}", tag = "event_types", params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
-    responses((status = 204), (status = 404, body = super::error::Problem), (status = 412, body = super::error::Problem)))]
+#[utoipa::path(delete, path = "/v1/event_types/{id}", tag = "event_types", params(("id" = String, Path), ("If-Match" = Option<String>, Header), ("Hookmesh-Manager" = Option<String>, Header, description = "The owner's uid, for a resource with `managed_by`")),
+    responses((status = 204), (status = 404, body = super::error::Problem), (status = 409, body = super::error::Problem), (status = 412, body = super::error::Problem)))]
 async fn remove(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
+    manager: Manager,
 ) -> Result<StatusCode, ApiError> {
     who.require(Area::EventTypes, Access::Write)?;
-    delete(&state, &who, Kind::EventType, &id, if_match).await?;
+    delete(&state, &who, Kind::EventType, &id, if_match, &manager).await?;
     state.caches.schemas.clear();
     Ok(StatusCode::NO_CONTENT)
 }

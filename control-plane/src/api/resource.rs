@@ -5,9 +5,110 @@ use super::error::ApiError;
 use super::extract::{etag, AppJson};
 use super::AppState;
 use crate::store::{AuditEntry, Kind, Resource};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+/// Who owns a resource besides the API. The Kubernetes controller marks what it creates, and
+/// the API then refuses changes that do not come from it: one place to change a resource, no
+/// split brain between `kubectl` and REST.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ManagedBy {
+    /// The manager, e.g. `kubernetes`.
+    pub manager: String,
+    /// The owning object, for people: `WebhookSource payments/stripe`.
+    pub object: String,
+    /// The owner's unique id (a Kubernetes uid); changes must present it in the
+    /// `Hookmesh-Manager` header.
+    pub uid: String,
+}
+
+impl ManagedBy {
+    /// Checks the fields' sizes.
+    ///
+    /// # Errors
+    /// 422 naming the field.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        for (field, value) in [
+            ("managed_by.manager", &self.manager),
+            ("managed_by.object", &self.object),
+            ("managed_by.uid", &self.uid),
+        ] {
+            if value.is_empty() || value.len() > 256 {
+                return Err(ApiError::field(field, "1 to 256 characters"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `Hookmesh-Manager` header: the uid of the manager a change comes from.
+pub struct Manager(pub Option<String>);
+
+/// The header a manager identifies itself with.
+pub const MANAGER_HEADER: &str = "hookmesh-manager";
+
+impl<S: Send + Sync> FromRequestParts<S> for Manager {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        match parts.headers.get(MANAGER_HEADER) {
+            None => Ok(Manager(None)),
+            Some(v) => v
+                .to_str()
+                .map(|s| Manager(Some(s.trim().to_owned())))
+                .map_err(|_| ApiError::BadRequest("Hookmesh-Manager is not text".into())),
+        }
+    }
+}
+
+/// The manager a stored resource names, if any.
+pub fn managed_of(r: &Resource) -> Option<ManagedBy> {
+    r.body
+        .get("managed_by")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
+/// Refuses a change to a managed resource that does not come from its manager.
+///
+/// # Errors
+/// 409 `managed`, naming the owner.
+pub fn require_manager(r: &Resource, manager: &Manager) -> Result<(), ApiError> {
+    match managed_of(r) {
+        Some(m) if manager.0.as_deref() != Some(m.uid.as_str()) => Err(ApiError::Managed(format!(
+            "managed by {} ({}): change it there; the API changes it only with its Hookmesh-Manager header",
+            m.manager, m.object
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// What a replace stores as the manager: the stored one. The request may repeat it but never
+/// change it, add one to an unmanaged resource, or drop it.
+///
+/// # Errors
+/// 409 `managed` for a change of owner.
+pub fn keep_manager(
+    old: &Resource,
+    manager: &Manager,
+    claimed: Option<ManagedBy>,
+) -> Result<Option<ManagedBy>, ApiError> {
+    require_manager(old, manager)?;
+    let stored = managed_of(old);
+    match (&stored, claimed) {
+        (_, None) => Ok(stored),
+        (Some(s), Some(c)) if *s == c => Ok(stored),
+        (None, Some(_)) => Err(ApiError::Managed(
+            "an existing resource cannot be taken over by a manager: it creates its own".into(),
+        )),
+        (Some(_), Some(_)) => Err(ApiError::Managed(
+            "the manager of a resource cannot change".into(),
+        )),
+    }
+}
 
 /// An audit entry for an action of `who` on a resource.
 pub fn audit(
@@ -160,9 +261,11 @@ pub async fn delete(
     kind: Kind,
     id: &str,
     if_match: Option<i64>,
+    manager: &Manager,
 ) -> Result<Resource, ApiError> {
     let old = load(state, who, kind, id).await?;
     check_if_match(if_match, old.version)?;
+    require_manager(&old, manager)?;
     let entry = audit(
         who,
         "delete",

@@ -9,8 +9,8 @@ use super::auth::{Access, Area, Principal};
 use super::error::ApiError;
 use super::extract::{AppJson, AppQuery, IfMatch, Page, PageParams};
 use super::resource::{
-    check_if_match, delete, insert_audited, list_page, load, require_tenant, update_audited,
-    with_etag,
+    check_if_match, delete, insert_audited, keep_manager, list_page, load, require_tenant,
+    update_audited, with_etag, ManagedBy, Manager,
 };
 use super::AppState;
 use crate::ids::{new_id, now_ms, rfc3339};
@@ -40,6 +40,10 @@ pub struct SourceInput {
     /// docs/inbound.md).
     #[serde(default)]
     pub ingest: Option<IngestConfig>,
+    /// Marks the source as owned by a manager (the Kubernetes controller); only it can change
+    /// or delete the source afterwards.
+    #[serde(default)]
+    pub managed_by: Option<ManagedBy>,
 }
 
 /// A source, secrets masked.
@@ -56,6 +60,9 @@ pub struct Source {
     /// The hub's processing settings (hub sources).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest: Option<IngestConfig>,
+    /// The manager that owns it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<ManagedBy>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
@@ -71,6 +78,8 @@ struct Stored {
     spec: SourceConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ingest: Option<IngestConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    managed_by: Option<ManagedBy>,
 }
 
 /// A stored source's hub settings.
@@ -125,6 +134,7 @@ fn view(r: &Resource) -> Result<Source, ApiError> {
         description: s.description,
         spec: s.spec,
         ingest: s.ingest,
+        managed_by: s.managed_by,
         created_at: rfc3339(r.created_at),
         updated_at: rfc3339(r.updated_at),
         version: r.version,
@@ -233,6 +243,9 @@ async fn create(
     who.require(Area::Sources, Access::Write)?;
     let tenant = who.tenant_for_create(input.tenant_id.as_deref())?;
     require_tenant(&state, &who, &tenant).await?;
+    if let Some(m) = &input.managed_by {
+        m.validate()?;
+    }
     validate_all(&state, "", &input.spec).await?;
     validate_ingest(&state, &tenant, &input.spec, input.ingest.as_ref()).await?;
     let id = new_id("src");
@@ -243,6 +256,7 @@ async fn create(
         description: input.description,
         spec,
         ingest: input.ingest,
+        managed_by: input.managed_by,
     })
     .map_err(ApiError::internal)?;
     let now = now_ms();
@@ -279,18 +293,20 @@ async fn get(
 /// Replace a source. Secrets sent back exactly as masked keep their stored value. Honours
 /// `If-Match`.
 #[utoipa::path(put, path = "/v1/sources/{id}", tag = "sources", request_body = SourceInput,
-    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "The ETag last read")),
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "The ETag last read"), ("Hookmesh-Manager" = Option<String>, Header, description = "The owner's uid, for a resource with `managed_by`")),
     responses((status = 200, body = Source), (status = 404, body = super::error::Problem), (status = 409, body = super::error::Problem), (status = 412, body = super::error::Problem), (status = 422, body = super::error::Problem)))]
 async fn replace(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
+    manager: Manager,
     AppJson(input): AppJson<SourceInput>,
 ) -> Result<Response, ApiError> {
     who.require(Area::Sources, Access::Write)?;
     let old = load(&state, &who, Kind::Source, &id).await?;
     check_if_match(if_match, old.version)?;
+    let managed_by = keep_manager(&old, &manager, input.managed_by)?;
     if input
         .tenant_id
         .as_ref()
@@ -331,6 +347,7 @@ async fn replace(
         description: input.description,
         spec,
         ingest: input.ingest,
+        managed_by,
     })
     .map_err(ApiError::internal)?;
     let r = Resource {
@@ -348,16 +365,17 @@ async fn replace(
 }
 
 /// Delete a source.
-#[utoipa::path(delete, path = "/v1/sources/{id}", tag = "sources", params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
-    responses((status = 204), (status = 404, body = super::error::Problem), (status = 412, body = super::error::Problem)))]
+#[utoipa::path(delete, path = "/v1/sources/{id}", tag = "sources", params(("id" = String, Path), ("If-Match" = Option<String>, Header), ("Hookmesh-Manager" = Option<String>, Header, description = "The owner's uid, for a resource with `managed_by`")),
+    responses((status = 204), (status = 404, body = super::error::Problem), (status = 409, body = super::error::Problem), (status = 412, body = super::error::Problem)))]
 async fn remove(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
+    manager: Manager,
 ) -> Result<StatusCode, ApiError> {
     who.require(Area::Sources, Access::Write)?;
-    delete(&state, &who, Kind::Source, &id, if_match).await?;
+    delete(&state, &who, Kind::Source, &id, if_match, &manager).await?;
     state.config.changed();
     state.ingest.changed();
     Ok(StatusCode::NO_CONTENT)

@@ -2,6 +2,7 @@
 
 use crate::both;
 use crate::support::{TestApp, ADMIN};
+use axum::http::Method;
 use serde_json::json;
 
 both!(
@@ -9,7 +10,8 @@ both!(
     source_secrets_are_masked_and_kept_on_replace,
     endpoints_get_secrets_and_rotate_with_overlap,
     event_types_check_their_schemas_and_keep_versions,
-    tenants_cannot_be_deleted_while_they_own_resources
+    tenants_cannot_be_deleted_while_they_own_resources,
+    managed_resources_change_only_through_their_manager
 );
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -347,4 +349,132 @@ async fn tenants_cannot_be_deleted_while_they_own_resources(app: TestApp) {
     app.get(&format!("/v1/tenants/{t}"), ADMIN)
         .await
         .expect(404);
+}
+
+/// What the Kubernetes controller creates is changed only by it: REST edits and deletes are
+/// refused with the owner named, the manager's own (with its uid) go through, and nobody can
+/// take over or change the owner.
+async fn managed_resources_change_only_through_their_manager(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let owner = json!({"manager": "kubernetes", "object": "WebhookSource payments/stripe", "uid": "6f1c-uid"});
+    let as_owner = [("hookmesh-manager", "6f1c-uid")];
+    let as_other = [("hookmesh-manager", "another-uid")];
+    let source = |path: &str| json!({"tenant_id": t, "spec": {"name": "stripe", "match": {"path_prefix": path}}, "managed_by": owner});
+    let endpoint = json!({"tenant_id": t, "url": "https://example.com/hook", "managed_by": owner});
+    let event_type = json!({"tenant_id": t, "name": "invoice.paid", "managed_by": owner});
+    for (collection, body, changed) in [
+        ("/v1/sources", source("/a"), source("/b")),
+        (
+            "/v1/endpoints",
+            endpoint.clone(),
+            json!({"tenant_id": t, "url": "https://example.com/other", "managed_by": owner}),
+        ),
+        (
+            "/v1/event_types",
+            event_type.clone(),
+            json!({"tenant_id": t, "name": "invoice.paid", "description": "changed", "managed_by": owner}),
+        ),
+    ] {
+        let created = app.post(collection, ADMIN, body).await.expect(201);
+        assert_eq!(created.json["managed_by"], owner, "{collection}");
+        let id = created.json["id"].as_str().unwrap().to_owned();
+        let path = format!("{collection}/{id}");
+        // Through the API alone: refused, naming the owner; nothing changes.
+        for headers in [&[][..], &as_other[..]] {
+            let r = app
+                .call(
+                    Method::PUT,
+                    &path,
+                    Some(ADMIN),
+                    Some(changed.clone()),
+                    headers,
+                )
+                .await
+                .expect(409);
+            assert_eq!(r.json["type"], "https://hookmesh.dev/problems/managed");
+            assert!(
+                r.json["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("WebhookSource payments/stripe"),
+                "{}",
+                r.json
+            );
+            app.call(Method::DELETE, &path, Some(ADMIN), None, headers)
+                .await
+                .expect(409);
+        }
+        let unchanged = app.get(&path, ADMIN).await.expect(200);
+        assert_eq!(unchanged.header("etag"), Some("\"1\""), "{collection}");
+        // The owner may change it, and the mark stays even when a change does not repeat it.
+        let mut unmarked = changed.clone();
+        unmarked.as_object_mut().unwrap().remove("managed_by");
+        let r = app
+            .call(Method::PUT, &path, Some(ADMIN), Some(unmarked), &as_owner)
+            .await
+            .expect(200);
+        assert_eq!(r.json["managed_by"], owner, "{collection}");
+        // Nobody changes the owner, not even the owner.
+        let mut moved = changed.clone();
+        moved["managed_by"]["uid"] = "another-uid".into();
+        app.call(Method::PUT, &path, Some(ADMIN), Some(moved), &as_owner)
+            .await
+            .expect(409);
+        app.call(Method::DELETE, &path, Some(ADMIN), None, &as_owner)
+            .await
+            .expect(204);
+    }
+    // The endpoint's secret rotates only through its owner too.
+    let ep = app
+        .post("/v1/endpoints", ADMIN, endpoint)
+        .await
+        .expect(201)
+        .json["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rotate = format!("/v1/endpoints/{ep}/secret/rotate");
+    app.call(Method::POST, &rotate, Some(ADMIN), Some(json!({})), &[])
+        .await
+        .expect(409);
+    app.call(
+        Method::POST,
+        &rotate,
+        Some(ADMIN),
+        Some(json!({})),
+        &as_owner,
+    )
+    .await
+    .expect(200);
+    // An unmanaged resource cannot be taken over, and a bad mark names its field.
+    let free = app
+        .post(
+            "/v1/event_types",
+            ADMIN,
+            json!({"tenant_id": t, "name": "free"}),
+        )
+        .await
+        .expect(201)
+        .json["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .put(
+            &format!("/v1/event_types/{free}"),
+            ADMIN,
+            json!({"tenant_id": t, "name": "free", "managed_by": owner}),
+        )
+        .await
+        .expect(409);
+    assert!(
+        r.json["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be taken over"),
+        "{}",
+        r.json
+    );
+    let r = app.post("/v1/event_types", ADMIN, json!({"tenant_id": t, "name": "x", "managed_by": {"manager": "kubernetes", "object": "o", "uid": ""}})).await.expect(422);
+    assert_eq!(r.fields(), ["managed_by.uid"]);
 }
