@@ -267,6 +267,10 @@ pub struct SyncStatus {
     /// Sources: the version of the filter configuration pushed to the Envoys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_version: Option<String>,
+    /// A digest of what was applied (the spec with its Secrets' values): the controller
+    /// rewrites the control plane's copy only when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_hash: Option<String>,
 }
 
 /// A status condition, as Kubernetes' `metav1.Condition`.

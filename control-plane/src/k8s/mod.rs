@@ -3,11 +3,13 @@
 //!
 //! # Layout
 //! - [`crd`]: the resource types (`WebhookSource`, `WebhookEndpoint`, `EventType`).
+//! - [`reconcile`]: the controller's decisions, pure: observed state in, writes and status out.
 //!
 //! `hookmesh crds` prints the definitions; `k8s/crds/` holds them, checked against these types
 //! by a test.
 
 pub mod crd;
+pub mod reconcile;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
