@@ -1,7 +1,7 @@
 //! The `hookmesh` binary: parses the command line and calls the library.
 
 use clap::Parser;
-use hookmesh::cli::{crds, serve, sig, Cli, Command};
+use hookmesh::cli::{controller, crds, serve, sig, Cli, Command};
 use std::process::ExitCode;
 
 // mimalloc: delivery does many small, short-lived allocations across threads, where it is
@@ -43,6 +43,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => run(Box::pin(serve::serve(*args))),
+        Command::Controller(args) => run(Box::pin(controller::run(*args))),
         Command::Migrate(args) => run(Box::pin(serve::migrate(args))),
         Command::Rekey(args) => run(Box::pin(serve::rekey(args))),
         Command::Crds(args) => match crds::run(&args, &mut std::io::stdout().lock()) {

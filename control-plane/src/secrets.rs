@@ -47,6 +47,8 @@ struct MasterKey {
     cipher: ChaCha20Poly1305,
     /// The ingest token derived from this key (see [`MasterKeys::ingest_token`]).
     ingest_token: String,
+    /// The in-process controller's API key derived from this key.
+    controller_key: String,
 }
 
 impl MasterKey {
@@ -58,10 +60,15 @@ impl MasterKey {
             .chain_update(b"hookmesh ingest token v1\0")
             .chain_update(bytes)
             .finalize();
+        let controller = Sha256::new()
+            .chain_update(b"hookmesh controller key v1\0")
+            .chain_update(bytes)
+            .finalize();
         MasterKey {
             id: u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]),
             cipher: ChaCha20Poly1305::new(&Key::from(*bytes)),
             ingest_token: hex::encode(token),
+            controller_key: format!("hm_{}", hex::encode(controller)),
         }
     }
 }
@@ -201,6 +208,12 @@ impl MasterKeys {
     /// derived from the current master key.
     pub fn ingest_token(&self) -> &str {
         &self.current.ingest_token
+    }
+
+    /// The API key of the Kubernetes controller running inside `hookmesh serve`: derived like
+    /// the ingest token, so every replica computes the same one and none is stored in clear.
+    pub fn controller_key(&self) -> &str {
+        &self.current.controller_key
     }
 
     /// Whether `token` is the ingest token of the current or a previous master key (Envoys

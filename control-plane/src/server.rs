@@ -100,6 +100,37 @@ pub async fn bootstrap_admin(
     Ok(generated.then_some(secret))
 }
 
+/// Makes sure the in-process Kubernetes controller's key ([`MasterKeys::controller_key`]) is
+/// an admin key, and returns it.
+///
+/// # Errors
+/// Storage failures.
+///
+/// [`MasterKeys::controller_key`]: crate::secrets::MasterKeys::controller_key
+pub async fn bootstrap_controller_key(state: &AppState) -> Result<String, ServeError> {
+    let secret = state.keys.controller_key().to_owned();
+    if state
+        .store
+        .get_by_key(Kind::ApiKey, &hash_key(&secret))
+        .await?
+        .is_none()
+    {
+        let record = KeyRecord {
+            name: "kubernetes controller (in-process)".into(),
+            tenant_id: None,
+            scopes: vec!["admin".into()],
+            prefix: secret.chars().take(10).collect(),
+            expires_at: None,
+            revoked_at: None,
+        };
+        let system = Principal::new("system", None, &["admin"]);
+        api::keys_insert(state, &system, record, &secret)
+            .await
+            .map_err(|e| ServeError::Bootstrap(e.to_string()))?;
+    }
+    Ok(secret)
+}
+
 /// Serves the API on `listener` until `shutdown` completes, then drains in-flight requests.
 ///
 /// # Errors

@@ -1,5 +1,6 @@
 //! Command-line interface.
 
+pub mod controller;
 pub mod crds;
 pub mod serve;
 pub mod sig;
@@ -27,6 +28,8 @@ pub enum Command {
     /// Sign or verify webhook signatures with the filter's own code (debugging aid).
     #[command(subcommand)]
     Sig(sig::SigCommand),
+    /// Reconcile the Kubernetes custom resources into a control plane (docs/kubernetes.md).
+    Controller(Box<controller::ControllerArgs>),
     /// Print the Kubernetes custom resource definitions (k8s/crds/ holds them).
     Crds(crds::CrdsArgs),
 }

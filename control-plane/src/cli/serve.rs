@@ -112,6 +112,17 @@ pub struct ServeArgs {
     /// ten minutes).
     #[arg(long, env = "HOOKMESH_BREAKER_COOLDOWN_SECS", default_value_t = 30)]
     pub breaker_cooldown_secs: u64,
+    /// Also run the Kubernetes controller in this process (in a pod with a service account,
+    /// or with KUBECONFIG). Run it in one replica only.
+    #[arg(long, env = "HOOKMESH_KUBERNETES_CONTROLLER")]
+    pub kubernetes_controller: bool,
+    /// With `--kubernetes-controller`: watch this namespace only (default: all).
+    #[arg(
+        long,
+        env = "HOOKMESH_KUBERNETES_NAMESPACE",
+        requires = "kubernetes_controller"
+    )]
+    pub kubernetes_namespace: Option<String>,
 }
 
 fn failure_ratio(s: &str) -> Result<f64, String> {
@@ -282,6 +293,27 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         state.ingest.clone(),
         stopped(stop_rx.clone()),
     ));
+    if args.kubernetes_controller {
+        let kube = kube::Client::try_default().await.context(
+            "--kubernetes-controller: no Kubernetes configuration (a pod's service account, or KUBECONFIG)",
+        )?;
+        let key = server::bootstrap_controller_key(&state).await?;
+        let cp = crate::k8s::client::ControlPlaneClient::in_process(
+            crate::api::router(state.clone()),
+            key,
+        );
+        let ctx = std::sync::Arc::new(crate::k8s::controller::Context::new(
+            kube,
+            cp,
+            std::env::var("POD_NAME").ok(),
+        ));
+        tokio::spawn(crate::k8s::controller::run(
+            ctx,
+            args.kubernetes_namespace.clone(),
+            stopped(stop_rx.clone()),
+        ));
+        tracing::info!("kubernetes controller running in-process");
+    }
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
@@ -325,7 +357,8 @@ pub async fn rekey(args: RekeyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

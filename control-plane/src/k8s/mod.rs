@@ -8,7 +8,10 @@
 //! `hookmesh crds` prints the definitions; `k8s/crds/` holds them, checked against these types
 //! by a test.
 
+pub mod client;
+pub mod controller;
 pub mod crd;
+pub mod desired;
 pub mod reconcile;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -2,6 +2,9 @@
 
 mod support;
 
+mod fake_kube;
+mod k8s;
+
 mod access;
 mod conventions;
 mod delivery;

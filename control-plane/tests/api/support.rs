@@ -18,7 +18,7 @@ pub const ADMIN: &str = "hm_test_global_admin_key_0123456789abcdef";
 
 pub struct TestApp {
     pub state: AppState,
-    router: Router,
+    pub router: Router,
     pub dir: PathBuf,
     /// The database, for replicas.
     database_url: String,
