@@ -211,6 +211,15 @@ impl Envoy {
         Envoy::launch(&yaml, port, 0, admin_port, &dir, 1)
     }
 
+    /// Starts Envoy with a complete bootstrap (`port`: its listener, `admin_port`: its admin
+    /// interface on 127.0.0.1); waits until it is ready.
+    ///
+    /// # Panics
+    /// When Envoy exits or is not ready within 30 s.
+    pub fn with_bootstrap(yaml: &str, port: u16, admin_port: u16) -> Envoy {
+        Envoy::launch(yaml, port, 0, admin_port, &scratch_dir("bootstrap"), 1)
+    }
+
     fn launch(
         yaml: &str,
         port: u16,

@@ -6,3 +6,4 @@ mod delivery;
 mod delivery_crash;
 mod edge;
 mod hub;
+mod istio;
