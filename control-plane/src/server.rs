@@ -18,25 +18,25 @@ use tokio::net::TcpListener;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The database.
-    #[error("database: {0}")]
+    #[error("database")]
     Store(#[from] store::StoreError),
     /// The master key.
-    #[error("master key: {0}")]
+    #[error("master key")]
     Secrets(#[from] crate::secrets::SecretsError),
     /// Creating the bootstrap key.
     #[error("bootstrap admin key: {0}")]
     Bootstrap(String),
     /// The listener.
-    #[error("serving: {0}")]
+    #[error("serving")]
     Io(#[from] std::io::Error),
     /// The stored sources do not make a filter configuration.
-    #[error("filter configuration: {0}")]
+    #[error("filter configuration")]
     Snapshot(#[from] SnapshotError),
     /// The delivery engine.
-    #[error("delivery: {0}")]
+    #[error("delivery")]
     Delivery(#[from] DeliveryError),
     /// The xDS server.
-    #[error("xds: {0}")]
+    #[error("xds")]
     Xds(#[from] tonic::transport::Error),
 }
 

@@ -416,6 +416,9 @@ pub enum StoreError {
     /// Migrations failed.
     #[error("migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A database URL of no supported kind.
+    #[error("database URL `{0}` is neither postgres://… (or postgresql://…) nor sqlite://…")]
+    UnsupportedUrl(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -574,7 +577,30 @@ pub trait Store: Send + Sync + 'static {
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(PgStore::connect(url).await?))
-    } else {
+    } else if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else {
+        // Never a file named after a typo (or a placeholder): say what is accepted.
+        let shown = url.split_once('@').map_or(url, |(_, host)| host);
+        Err(StoreError::UnsupportedUrl(shown.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn an_unsupported_url_is_refused_without_creating_a_file() {
+        let dir = std::env::temp_dir().join(format!("hookmesh-url-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = dir.join("REPLACE-ME");
+        let err = super::open(url.to_str().unwrap()).await.err().unwrap();
+        assert!(err.to_string().contains("neither postgres://"), "{err}");
+        assert!(!url.exists(), "a database file was created from a bad URL");
+        let err = super::open("postgress://hookmesh:s3cret@db:5432/hookmesh")
+            .await
+            .err()
+            .unwrap();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
