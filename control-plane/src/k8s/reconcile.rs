@@ -631,4 +631,128 @@ mod tests {
         // A refusal keeps the record of what was applied before.
         assert_eq!(status.id.as_deref(), Some("src_1"));
     }
+
+    /// Every combination of what can be observed, against the rules that must always hold.
+    #[test]
+    fn every_observed_state_gets_a_safe_plan() {
+        let bools = [false, true];
+        let currents = [
+            None,
+            Some(Current {
+                id: "x".into(),
+                version: 3,
+                owned: true,
+            }),
+            Some(Current {
+                id: "x".into(),
+                version: 4,
+                owned: true,
+            }),
+            Some(Current {
+                id: "x".into(),
+                version: 3,
+                owned: false,
+            }),
+        ];
+        let desireds = [
+            Err(Unresolved {
+                reason: "SecretNotFound",
+                message: String::new(),
+            }),
+            Ok(desired()),
+            Ok(Desired {
+                hash: "h2".into(),
+                ..desired()
+            }),
+            Ok(Desired {
+                secret: Some(("whsec_a".into(), "sa".into())),
+                ..desired()
+            }),
+        ];
+        let hashes = [None, Some("h1".to_owned()), Some("h1+sa".to_owned())];
+        let mut cases = 0;
+        for deleting in bools {
+            for has_finalizer in bools {
+                for current in &currents {
+                    for d in &desireds {
+                        for spec_hash in &hashes {
+                            cases += 1;
+                            let o = Observed {
+                                generation: 1,
+                                deleting,
+                                has_finalizer,
+                                status: SyncStatus {
+                                    applied_version: Some(3),
+                                    spec_hash: spec_hash.clone(),
+                                    ..SyncStatus::default()
+                                },
+                                desired: d.clone(),
+                                current: current.clone(),
+                            };
+                            let p = plan(&o);
+                            let writes = |a: &Action| {
+                                !matches!(a, Action::AddFinalizer | Action::RemoveFinalizer)
+                            };
+                            let owned = current.as_ref().is_some_and(|c| c.owned);
+                            // Another owner's resource is never written.
+                            if current.as_ref().is_some_and(|c| !c.owned) {
+                                assert!(!p.iter().any(writes), "{o:?} -> {p:?}");
+                            }
+                            // Nothing is written before the finalizer guards it.
+                            if !has_finalizer && !deleting {
+                                assert_eq!(p.first(), Some(&Action::AddFinalizer), "{o:?}");
+                            }
+                            if deleting {
+                                assert!(!p.contains(&Action::AddFinalizer));
+                                assert!(!p.iter().any(|a| matches!(
+                                    a,
+                                    Action::Create { .. }
+                                        | Action::Replace { .. }
+                                        | Action::RotateSecret { .. }
+                                )));
+                                assert_eq!(
+                                    p.contains(&Action::RemoveFinalizer),
+                                    has_finalizer,
+                                    "{o:?}"
+                                );
+                                assert_eq!(
+                                    p.first()
+                                        .is_some_and(|a| matches!(a, Action::Delete { .. })),
+                                    owned,
+                                    "{o:?}"
+                                );
+                                if has_finalizer {
+                                    assert_eq!(p.last(), Some(&Action::RemoveFinalizer));
+                                }
+                            } else {
+                                assert!(!p.contains(&Action::RemoveFinalizer));
+                                assert!(!p.iter().any(|a| matches!(a, Action::Delete { .. })));
+                                // An unresolved spec writes nothing to the control plane.
+                                if d.is_err() {
+                                    assert!(!p.iter().any(writes), "{o:?} -> {p:?}");
+                                }
+                                // A missing copy is created, exactly once.
+                                let creates = p
+                                    .iter()
+                                    .filter(|a| matches!(a, Action::Create { .. }))
+                                    .count();
+                                assert_eq!(
+                                    creates,
+                                    usize::from(current.is_none() && d.is_ok()),
+                                    "{o:?}"
+                                );
+                            }
+                            // Replaces name the version read (If-Match).
+                            for a in &p {
+                                if let Action::Replace { version, .. } = a {
+                                    assert_eq!(Some(*version), current.as_ref().map(|c| c.version));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 2 * 2 * 4 * 4 * 3);
+    }
 }
