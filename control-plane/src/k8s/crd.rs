@@ -61,9 +61,11 @@ use std::collections::BTreeMap;
      "message": "ingest settings need source.mode: hub"},
 ]))]
 pub struct WebhookSourceSpec {
-    /// The control plane tenant's name; defaults to the namespace's name.
+    /// The control plane tenant's name; defaults to the namespace's name. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(length(min = 1, max = 128), extend("x-kubernetes-validations" = [
+        {"rule": "self == oldSelf", "message": "tenant is immutable: create the resource anew"},
+    ]))]
     pub tenant: Option<String>,
     /// Free text.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -113,9 +115,11 @@ pub struct WebhookSourceSpec {
      "message": "form and xml need a method with a body, not GET"},
 ]))]
 pub struct WebhookEndpointSpec {
-    /// The control plane tenant's name; defaults to the namespace's name.
+    /// The control plane tenant's name; defaults to the namespace's name. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(length(min = 1, max = 128), extend("x-kubernetes-validations" = [
+        {"rule": "self == oldSelf", "message": "tenant is immutable: create the resource anew"},
+    ]))]
     pub tenant: Option<String>,
     /// Destination URL (http or https).
     #[schemars(pattern(r"^https?://[^/?#\s]+([/?#]\S*)?$"))]
@@ -214,10 +218,16 @@ fn enabled() -> bool {
     )
 )]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.name == oldSelf.name && self.version == oldSelf.version",
+     "message": "name and version are immutable: create another EventType for a new version"},
+]))]
 pub struct EventTypeSpec {
-    /// The control plane tenant's name; defaults to the namespace's name.
+    /// The control plane tenant's name; defaults to the namespace's name. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(length(min = 1, max = 128), extend("x-kubernetes-validations" = [
+        {"rule": "self == oldSelf", "message": "tenant is immutable: create the resource anew"},
+    ]))]
     pub tenant: Option<String>,
     /// Name such as `invoice.paid`.
     #[schemars(length(min = 1, max = 128), pattern(r"^[A-Za-z0-9_.-]+$"))]

@@ -78,6 +78,11 @@ fn crd_for(kind: &str) -> CustomResourceDefinition {
 /// What is wrong with `object` by the CRD's schema and its CEL rules, as the API server would
 /// say it.
 fn problems(object: &Value) -> Vec<String> {
+    problems_of_update(object, None)
+}
+
+/// As [`problems`], for an update of `old` (transition rules compare with it).
+fn problems_of_update(object: &Value, old: Option<&Value>) -> Vec<String> {
     let kind = object["kind"].as_str().unwrap_or_default();
     let schema = schema_of(&crd_for(kind));
     let mut out: Vec<String> = Vec::new();
@@ -88,7 +93,7 @@ fn problems(object: &Value) -> Vec<String> {
             .map(|e| format!("{}: {e}", e.instance_path)),
     );
     if let Err(errors) =
-        kube::core::cel::Validator::new().validate(&cel_compatible(schema), object, None)
+        kube::core::cel::Validator::new().validate(&cel_compatible(schema), object, old)
     {
         out.extend(
             errors
@@ -597,4 +602,25 @@ fn the_sample_sidecar_is_the_envoy_template_and_loads_the_module_the_control_pla
         "{}.hookmesh-system.svc",
         service["metadata"]["name"].as_str().unwrap()
     )));
+}
+
+/// What identifies a resource in the control plane cannot change under it.
+#[test]
+fn tenants_and_event_type_versions_are_immutable() {
+    let old = sample("github-push");
+    let mut new = old.clone();
+    new["spec"]["description"] = "a push, described better".into();
+    assert!(problems_of_update(&new, Some(&old)).is_empty());
+    new["spec"]["version"] = 2.into();
+    let p = problems_of_update(&new, Some(&old));
+    assert!(p.iter().any(|m| m.contains("immutable")), "{p:#?}");
+    let mut old = sample("stripe");
+    old["spec"]["tenant"] = "billing".into();
+    let mut moved = old.clone();
+    moved["spec"]["tenant"] = "other".into();
+    let p = problems_of_update(&moved, Some(&old));
+    assert!(
+        p.iter().any(|m| m.contains("tenant is immutable")),
+        "{p:#?}"
+    );
 }

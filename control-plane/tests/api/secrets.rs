@@ -108,8 +108,47 @@ async fn rekey_reseals_under_the_new_master_key() {
         .await
         .err()
         .unwrap();
-    assert!(
-        err.to_string().contains("opening the secrets of src_"),
-        "{err}"
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        chain.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    assert!(chain.contains("opening the secrets of src_"), "{chain}");
+}
+
+/// The in-process controller's key is derived from the master key: the same in every replica,
+/// stored only as a hash, an admin key, created once however often the server starts, and
+/// another one after the master key changes.
+#[tokio::test]
+async fn the_in_process_controllers_key_comes_from_the_master_key() {
+    let app = TestApp::sqlite().await;
+    let key = hookmesh::server::bootstrap_controller_key(&app.state)
+        .await
+        .unwrap();
+    assert_eq!(key, app.state.keys.controller_key());
+    assert_eq!(
+        hookmesh::server::bootstrap_controller_key(&app.state)
+            .await
+            .unwrap(),
+        key
     );
+    let keys = app.get("/v1/api_keys", ADMIN).await.expect(200);
+    let named: Vec<_> = keys.json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["name"] == "kubernetes controller (in-process)")
+        .collect();
+    assert_eq!(named.len(), 1, "{}", keys.json);
+    // It administers: it can create a tenant.
+    app.post("/v1/tenants", &key, json!({"name": "from-kubernetes"}))
+        .await
+        .expect(201);
+    let other = MasterKeys::from_base64(
+        &base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
+        &[],
+    )
+    .unwrap();
+    assert_ne!(other.controller_key(), key);
 }
