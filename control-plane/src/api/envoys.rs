@@ -18,6 +18,8 @@ pub struct ConfigVersion {
     pub version: String,
     /// Sources in it.
     pub sources: usize,
+    /// The version of each source resource (by id) whose settings it carries.
+    pub source_versions: std::collections::BTreeMap<String, i64>,
 }
 
 /// Every Envoy seen.
@@ -61,9 +63,10 @@ async fn version(
     who: Principal,
 ) -> Result<AppJson<ConfigVersion>, ApiError> {
     require_global(&who)?;
-    let s = state.config.current();
+    let applied = state.config.applied();
     Ok(AppJson(ConfigVersion {
-        version: s.version.clone(),
-        sources: s.filter_config.sources.len(),
+        sources: applied.sources.len(),
+        version: applied.version,
+        source_versions: applied.sources,
     }))
 }

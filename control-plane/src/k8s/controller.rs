@@ -444,17 +444,16 @@ async fn apply<K: Managed>(
             }
         }
     }
-    let propagation = if K::PROPAGATES && current.as_ref().is_some_and(|c| c.owned) {
-        match propagation(&ctx.cp).await {
+    let propagation = match current.as_ref().filter(|c| c.owned && K::PROPAGATES) {
+        Some(c) => match propagation(&ctx.cp, c).await {
             Ok(p) => Some(p),
             Err(e) => {
                 return Ok(Outcome::Unavailable {
                     message: e.to_string(),
                 })
             }
-        }
-    } else {
-        None
+        },
+        None => None,
     };
     Ok(Outcome::Applied {
         current,
@@ -462,18 +461,22 @@ async fn apply<K: Managed>(
     })
 }
 
-/// The published configuration version, and whether every connected Envoy that serves all
-/// tenants acknowledged it (tenant-scoped Envoys run their own version of it).
+/// The published configuration version, and whether it carries `source` as written and every
+/// connected Envoy that serves all tenants acknowledged it (tenant-scoped Envoys run their own
+/// version of it).
 async fn propagation(
     cp: &ControlPlaneClient,
+    source: &Current,
 ) -> Result<(String, Result<bool, String>), ClientError> {
-    let version = cp
+    let published = cp
         .call(Method::GET, "/v1/config/version", None, &[])
         .await?
-        .json["version"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .json;
+    let version = published["version"].as_str().unwrap_or_default().to_owned();
+    if published["source_versions"][&source.id] != source.version {
+        // Not rebuilt since the write yet: the version shown may not carry it.
+        return Ok((version, Ok(false)));
+    }
     let envoys = cp.call(Method::GET, "/v1/envoys", None, &[]).await?.json;
     let mut all_acked = true;
     for e in envoys["data"].as_array().into_iter().flatten() {

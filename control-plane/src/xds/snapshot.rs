@@ -77,6 +77,8 @@ pub struct Snapshot {
     pub filter_config: FilterConfig,
     /// The tenant of each source, in `filter_config.sources` order.
     pub tenants: Vec<String>,
+    /// The id and version of each source resource, in the same order.
+    pub sources: Vec<(String, i64)>,
     settings: XdsSettings,
 }
 
@@ -135,6 +137,27 @@ pub struct Publisher {
     settings: XdsSettings,
     tx: watch::Sender<Arc<Snapshot>>,
     dirty: Notify,
+    /// The published version and the source versions whose content it carries. A rebuild that
+    /// changes versions but not content publishes nothing new, yet still records them here.
+    applied: std::sync::Mutex<Applied>,
+}
+
+/// The published configuration version and which source versions it carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The published version.
+    pub version: String,
+    /// Source id → resource version, for every source in it.
+    pub sources: std::collections::BTreeMap<String, i64>,
+}
+
+impl Applied {
+    fn of(s: &Snapshot) -> Applied {
+        Applied {
+            version: s.version.clone(),
+            sources: s.sources.iter().cloned().collect(),
+        }
+    }
 }
 
 impl Publisher {
@@ -148,6 +171,7 @@ impl Publisher {
         settings: XdsSettings,
     ) -> Result<Arc<Publisher>, SnapshotError> {
         let first = build(&*store, &keys, &settings).await?;
+        let applied = std::sync::Mutex::new(Applied::of(&first));
         let (tx, _) = watch::channel(Arc::new(first));
         Ok(Arc::new(Publisher {
             store,
@@ -155,6 +179,7 @@ impl Publisher {
             settings,
             tx,
             dirty: Notify::new(),
+            applied,
         }))
     }
 
@@ -173,6 +198,14 @@ impl Publisher {
         self.tx.borrow().clone()
     }
 
+    /// The published version with the source versions it carries, read together.
+    pub fn applied(&self) -> Applied {
+        self.applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// A receiver that wakes on every new snapshot.
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.tx.subscribe()
@@ -185,10 +218,12 @@ impl Publisher {
     pub async fn rebuild(&self) -> Result<bool, SnapshotError> {
         let next = build(&*self.store, &self.keys, &self.settings).await?;
         let changed = self.tx.borrow().version != next.version;
+        let applied = Applied::of(&next);
         if changed {
             tracing::info!(version = %next.version, sources = next.filter_config.sources.len(), "publishing filter configuration");
             self.tx.send_replace(Arc::new(next));
         }
+        *self.applied.lock().unwrap_or_else(|p| p.into_inner()) = applied;
         Ok(changed)
     }
 
@@ -219,8 +254,10 @@ async fn build(
 ) -> Result<Snapshot, SnapshotError> {
     let mut sources = Vec::new();
     let mut tenants = Vec::new();
+    let mut versions = Vec::new();
     for r in store.list_all(Kind::Source).await? {
         tenants.push(r.tenant_id.clone());
+        versions.push((r.id.clone(), r.version));
         let spec = crate::api::open_source_spec(keys, &r).map_err(|e| SnapshotError::Secrets {
             id: r.id.clone(),
             message: e.to_string(),
@@ -247,6 +284,7 @@ async fn build(
         resource,
         filter_config,
         tenants,
+        sources: versions,
         settings: settings.clone(),
     })
 }

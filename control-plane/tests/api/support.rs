@@ -161,6 +161,12 @@ impl TestApp {
             server::bootstrap_admin(&state, Some(ADMIN)).await.unwrap(),
             None
         );
+        // As `serve` does: source changes are published (and recorded as applied) shortly after.
+        drop(
+            state
+                .config
+                .spawn_refresher(std::time::Duration::from_secs(2)),
+        );
         let router = hookmesh::api::router(state.clone());
         TestApp {
             state,
