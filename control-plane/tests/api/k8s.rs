@@ -29,6 +29,10 @@ fn secret(namespace: &str, name: &str, key: &str, value: &str) -> Value {
 /// returned sender is dropped.
 fn start(fake: &FakeKube, app: &TestApp) -> tokio::sync::oneshot::Sender<()> {
     let cp = ControlPlaneClient::in_process(app.router.clone(), ADMIN.to_owned());
+    start_with(fake, cp)
+}
+
+fn start_with(fake: &FakeKube, cp: ControlPlaneClient) -> tokio::sync::oneshot::Sender<()> {
     let ctx = Arc::new(Context::new(fake.client.clone(), cp, Some("test".into())));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(run(ctx, None, async move {
@@ -37,22 +41,41 @@ fn start(fake: &FakeKube, app: &TestApp) -> tokio::sync::oneshot::Sender<()> {
     stop
 }
 
+/// A fake cluster holding the stripe sample and its Secret.
+fn cluster_with_stripe() -> FakeKube {
+    let fake = FakeKube::start();
+    let secret = secret(
+        "payments",
+        "stripe-webhook",
+        "signing-secret",
+        STRIPE_SECRET,
+    );
+    fake.apply("secrets", secret);
+    fake.apply("webhooksources", sample("stripe-source.yaml"));
+    fake
+}
+
+/// Polls `check` (20 s at most) until it returns `Some`.
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 fn is_true(obj: Option<&Value>, kind: &str) -> bool {
     condition(obj, kind).is_some_and(|c| c["status"] == "True")
 }
 
 async fn kubernetes_resources_reach_the_control_plane_and_leave_it(app: TestApp) {
-    let fake = FakeKube::start();
-    fake.apply(
-        "secrets",
-        secret(
-            "payments",
-            "stripe-webhook",
-            "signing-secret",
-            STRIPE_SECRET,
-        ),
-    );
-    fake.apply("webhooksources", sample("stripe-source.yaml"));
+    let fake = cluster_with_stripe();
     let _stop = start(&fake, &app);
 
     // Applied: finalizer on, status with the control plane's id, Ready (no Envoy connected yet).
@@ -118,25 +141,18 @@ async fn kubernetes_resources_reach_the_control_plane_and_leave_it(app: TestApp)
             ROTATED_SECRET,
         ),
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let s = app
-            .get(&format!("/v1/sources/{id}"), ADMIN)
-            .await
-            .expect(200);
+    let path = format!("/v1/sources/{id}");
+    eventually("the Secret's new value in the control plane", || async {
+        let s = app.get(&path, ADMIN).await.expect(200);
         let masked = s.json["spec"]["verify"]["secrets"][0]
             .as_str()
             .unwrap()
             .to_owned();
-        if masked.ends_with(&ROTATED_SECRET[ROTATED_SECRET.len() - 4..]) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the rotated secret never arrived: {masked}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        masked
+            .ends_with(&ROTATED_SECRET[ROTATED_SECRET.len() - 4..])
+            .then_some(())
+    })
+    .await;
 
     // A spec change moves the generation and the control plane's copy.
     let mut changed = sample("stripe-source.yaml");
@@ -285,26 +301,16 @@ async fn unresolved_refused_and_conflicting_resources_are_reported_and_retried()
             "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
         ),
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let s = app
-            .get(&format!("/v1/endpoints/{ep_id}/secret"), ADMIN)
-            .await
-            .expect(200);
-        if s.json["key"] == "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD" {
-            assert_eq!(
-                s.json["previous"][0]["key"],
-                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-            );
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never rotated: {}",
-            s.json
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let path = format!("/v1/endpoints/{ep_id}/secret");
+    let rotated = eventually("the new signing secret rotated in", || async {
+        let s = app.get(&path, ADMIN).await.expect(200);
+        (s.json["key"] == "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").then_some(s.json)
+    })
+    .await;
+    assert_eq!(
+        rotated["previous"][0]["key"],
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    );
 
     // A spec the schema allows but the control plane refuses: Invalid, with the field.
     let mut refused = sample("https-endpoint.yaml");
@@ -371,24 +377,10 @@ async fn a_webhook_source_is_enforced_by_a_real_envoy() {
     })
     .await
     .unwrap();
-    let fake = FakeKube::start();
-    fake.apply(
-        "secrets",
-        secret(
-            "payments",
-            "stripe-webhook",
-            "signing-secret",
-            STRIPE_SECRET,
-        ),
-    );
-    fake.apply("webhooksources", sample("stripe-source.yaml"));
+    let fake = cluster_with_stripe();
     let base = format!("http://127.0.0.1:{}", cp.port).parse().unwrap();
     let client = ControlPlaneClient::remote(base, cp.admin_key.clone(), reqwest::Client::new());
-    let ctx = Arc::new(Context::new(fake.client.clone(), client, None));
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(run(ctx, None, async move {
-        let _ = stopped.await;
-    }));
+    let _stop = start_with(&fake, client);
 
     let obj = fake
         .wait_for(
@@ -428,18 +420,11 @@ async fn a_webhook_source_is_enforced_by_a_real_envoy() {
         o.is_none()
     })
     .await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
+    eventually("404 from Envoy after the deletion", || async move {
         let status = tokio::task::spawn_blocking(move || stripe_post(port, STRIPE_SECRET))
             .await
             .unwrap();
-        if status == 404 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still {status} after the deletion"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        (status == 404).then_some(())
+    })
+    .await;
 }
