@@ -146,6 +146,36 @@ impl ControlPlaneClient {
     }
 }
 
+impl ControlPlaneClient {
+    /// The first item of a paged collection (`/v1/tenants`) that `matches`, reading page after
+    /// page.
+    ///
+    /// # Errors
+    /// As [`ControlPlaneClient::call`].
+    pub async fn find(
+        &self,
+        collection: &str,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Result<Option<Value>, ClientError> {
+        let mut path = format!("{collection}?limit=1000");
+        loop {
+            let page = self.call(Method::GET, &path, None, &[]).await?.json;
+            if let Some(found) = page["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|item| matches(item))
+            {
+                return Ok(Some(found.clone()));
+            }
+            match page["next"].as_str() {
+                Some(next) => path = format!("{collection}?limit=1000&after={next}"),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
 fn refusal(status: u16, json: &Value) -> ClientError {
     let problem: Option<Problem> = serde_json::from_value(json.clone()).ok();
     let (kind, mut message) = match &problem {

@@ -254,22 +254,8 @@ pub async fn reconcile<K: Managed>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
 
 /// The tenant's id, created when the name is new.
 async fn tenant_id(cp: &ControlPlaneClient, name: &str) -> Result<String, ClientError> {
-    let mut after: Option<String> = None;
-    loop {
-        let path = match &after {
-            Some(a) => format!("/v1/tenants?limit=1000&after={a}"),
-            None => "/v1/tenants?limit=1000".to_owned(),
-        };
-        let page = cp.call(Method::GET, &path, None, &[]).await?.json;
-        for t in page["data"].as_array().into_iter().flatten() {
-            if t["name"] == name {
-                return Ok(t["id"].as_str().unwrap_or_default().to_owned());
-            }
-        }
-        match page["next"].as_str() {
-            Some(n) => after = Some(n.to_owned()),
-            None => break,
-        }
+    if let Some(t) = cp.find("/v1/tenants", |t| t["name"] == name).await? {
+        return Ok(t["id"].as_str().unwrap_or_default().to_owned());
     }
     let created = cp
         .call(
@@ -307,26 +293,10 @@ async fn find<K: Managed>(
             .await?;
         return Ok((a.status != 404).then(|| current_of(&a.json, uid)));
     }
-    let mut after: Option<String> = None;
-    loop {
-        let path = match &after {
-            Some(a) => format!("{}?limit=1000&after={a}", K::COLLECTION),
-            None => format!("{}?limit=1000", K::COLLECTION),
-        };
-        let page = cp.call(Method::GET, &path, None, &[]).await?.json;
-        if let Some(found) = page["data"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|r| r["managed_by"]["uid"] == uid)
-        {
-            return Ok(Some(current_of(found, uid)));
-        }
-        match page["next"].as_str() {
-            Some(n) => after = Some(n.to_owned()),
-            None => return Ok(None),
-        }
-    }
+    Ok(cp
+        .find(K::COLLECTION, |r| r["managed_by"]["uid"] == uid)
+        .await?
+        .map(|found| current_of(&found, uid)))
 }
 
 /// Runs the planned writes in order; the first refusal or outage stops them.
@@ -339,7 +309,7 @@ async fn apply<K: Managed>(
 ) -> Result<Outcome, Error> {
     let manager = [("hookmesh-manager", uid)];
     let mut current = observed.current.clone();
-    let mut wrote = false;
+    let mut rotated = false;
     for action in plan(observed) {
         let result = match action {
             reconcile::Action::AddFinalizer | reconcile::Action::RemoveFinalizer => {
@@ -366,17 +336,14 @@ async fn apply<K: Managed>(
                 .await?;
                 continue;
             }
-            reconcile::Action::Create { body } => {
-                wrote = true;
-                ctx.cp
-                    .call(Method::POST, K::COLLECTION, Some(&body), &[])
-                    .await
-                    .map(|a| {
-                        current = Some(current_of(&a.json, uid));
-                    })
-            }
+            reconcile::Action::Create { body } => ctx
+                .cp
+                .call(Method::POST, K::COLLECTION, Some(&body), &[])
+                .await
+                .map(|a| {
+                    current = Some(current_of(&a.json, uid));
+                }),
             reconcile::Action::Replace { id, version, body } => {
-                wrote = true;
                 let etag = format!("\"{version}\"");
                 let mut headers = manager.to_vec();
                 headers.push(("if-match", etag.as_str()));
@@ -391,7 +358,7 @@ async fn apply<K: Managed>(
                     .map(|a| current = Some(current_of(&a.json, uid)))
             }
             reconcile::Action::RotateSecret { id, secret } => {
-                wrote = true;
+                rotated = true;
                 ctx.cp
                     .call(
                         Method::POST,
@@ -421,8 +388,8 @@ async fn apply<K: Managed>(
             Err(ClientError::Unavailable(message)) => return Ok(Outcome::Unavailable { message }),
         }
     }
-    if wrote {
-        // A rotation moves the version on: read what now stands.
+    if rotated {
+        // A rotation moves the version on; creates and replaces answered with theirs.
         if let Some(c) = &current {
             let a = ctx
                 .cp
