@@ -173,7 +173,22 @@ impl Envoy {
         app_port: u16,
         ingest_port: u16,
     ) -> Envoy {
-        Envoy::sidecar_full(node_id, xds_port, app_port, ingest_port, "")
+        Envoy::sidecar_full(node_id, xds_port, app_port, ingest_port, "", 1)
+    }
+
+    /// [`Envoy::sidecar_with_ingest`] with `workers` worker threads (`make run` starts one per
+    /// core, Envoy's default).
+    ///
+    /// # Panics
+    /// When Envoy does not become ready within 30 s.
+    pub fn sidecar_with_ingest_workers(
+        node_id: &str,
+        xds_port: u16,
+        app_port: u16,
+        ingest_port: u16,
+        workers: u32,
+    ) -> Envoy {
+        Envoy::sidecar_full(node_id, xds_port, app_port, ingest_port, "", workers)
     }
 
     /// A sidecar serving one tenant's sources only (node metadata `hookmesh.tenant`).
@@ -181,7 +196,7 @@ impl Envoy {
     /// # Panics
     /// When Envoy does not become ready within 30 s.
     pub fn sidecar_for_tenant(node_id: &str, xds_port: u16, app_port: u16, tenant: &str) -> Envoy {
-        Envoy::sidecar_full(node_id, xds_port, app_port, free_port(), tenant)
+        Envoy::sidecar_full(node_id, xds_port, app_port, free_port(), tenant, 1)
     }
 
     fn sidecar_full(
@@ -190,6 +205,7 @@ impl Envoy {
         app_port: u16,
         ingest_port: u16,
         tenant: &str,
+        workers: u32,
     ) -> Envoy {
         let template = std::fs::read_to_string(root().join("envoy/sidecar.yaml.in"))
             .expect("read sidecar template");
@@ -208,7 +224,7 @@ impl Envoy {
             .replace("@XDS_PORT@", &xds_port.to_string())
             .replace("@INGEST_HOST@", "127.0.0.1")
             .replace("@INGEST_PORT@", &ingest_port.to_string());
-        Envoy::launch(&yaml, port, 0, admin_port, &dir, 1)
+        Envoy::launch(&yaml, port, 0, admin_port, &dir, workers)
     }
 
     /// Starts Envoy with a complete bootstrap (`port`: its listener, `admin_port`: its admin
@@ -930,6 +946,18 @@ pub struct ControlPlane {
     pub log: PathBuf,
     /// The admin API key it was started with.
     pub admin_key: String,
+}
+
+/// For the benchmarks: stops with a clear message unless `HOOKMESH_BIN` names the binary to
+/// measure (the tests' default is the debug build, which is many times slower).
+///
+/// # Panics
+/// When `HOOKMESH_BIN` is not set.
+pub fn require_bench_binary() {
+    assert!(
+        std::env::var_os("HOOKMESH_BIN").is_some(),
+        "HOOKMESH_BIN is not set: run the benchmark with `make bench-…`, or set HOOKMESH_BIN to a release build"
+    );
 }
 
 fn hookmesh_bin() -> PathBuf {

@@ -42,6 +42,7 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
+    require_bench_binary();
     let updates: usize = std::env::var("BENCH_PUSH_UPDATES")
         .ok()
         .and_then(|v| v.parse().ok())
