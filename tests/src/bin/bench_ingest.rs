@@ -297,15 +297,15 @@ async fn main() {
     let date = today();
     let section = format!(
         "<!-- bench-ingest:start -->\n## Inbound hub throughput (`make bench-ingest`)\n\n\
-         {n} webhooks of about 300 bytes per path, each signed (Standard Webhooks) with its own id, posted through Envoy 1.40\n\
-         with the filter ({} worker threads, `BENCH_ENVOY_WORKERS`) by {} concurrent keep-alive clients (`BENCH_CLIENTS`). **hub**: the filter verifies; the control\n\
-         plane (release, SQLite) checks the id for duplicates, computes the event type (jq), stores the webhook and its\n\
-         routed outbound event durably (group commit) before the 200, and delivers it to one endpoint on a counting receiver,\n\
-         all at once. **edge**, side by side on the same Envoy: verified and passed straight to the receiver, nothing stored.\n\
-         **hub, no routes**: stored only, to show the accept path apart from delivery. Latency is what the provider sees. CPU\n\
-         per webhook from `/proc` (the control plane, Envoy, the benchmark's own process, and every process on the machine,\n\
-         kernel work included). Measured {date} on {} cores\n\
-         ({}), load generator, Envoy, control plane and receiver on the same machine.\n\n\
+         {n} webhooks of about 300 bytes per path, each signed (Standard Webhooks) with its own id, posted\n\
+         through Envoy 1.40 with the filter ({} worker threads, `BENCH_ENVOY_WORKERS`) by {} concurrent keep-alive\n\
+         clients (`BENCH_CLIENTS`). **hub**: the filter verifies; the control plane (release, SQLite) checks the id for\n\
+         duplicates, computes the event type (jq), stores the webhook and its routed outbound event durably (group\n\
+         commit) before the 200, and delivers it to one endpoint on a counting receiver, all at once. **edge**, side by\n\
+         side on the same Envoy: verified and passed straight to the receiver, nothing stored. **hub, no routes**: stored\n\
+         only, to show the accept path apart from delivery. Latency is what the provider sees. CPU per webhook from\n\
+         `/proc`: the control plane, Envoy, the benchmark's own process (load generator and receiver), and every process\n\
+         on the machine, kernel work included. Measured {date} on {} cores ({}), everything on the same machine.\n\n\
          | path | accepted/s | p50 | p99 | delivered end to end/s | CPU: control plane | CPU: Envoy | CPU: load generator and receiver | CPU: machine |\n\
          |---|---|---|---|---|---|---|---|---|\n{rows}\n\
          hub / edge: {:.2}. Control plane peak RSS: {rss:.1} MiB. Target: ≥ 10,000 accepted/s and p99 ≤ 20 ms.\n\
