@@ -29,10 +29,41 @@ fn envoy_workers() -> u32 {
 }
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
+/// CPU seconds so far, or (between two readings) µs per webhook.
+#[derive(Clone, Copy)]
+struct Cpu {
+    control_plane: f64,
+    envoy: f64,
+    /// This process: the load generator and the receiver.
+    bench: f64,
+    /// Every process on the machine, kernel work included.
+    machine: f64,
+}
+
+impl Cpu {
+    fn now((cp_pid, envoy_pid): (u32, u32)) -> Cpu {
+        Cpu {
+            control_plane: cpu_secs(cp_pid),
+            envoy: cpu_secs(envoy_pid),
+            bench: cpu_secs(std::process::id()),
+            machine: machine_cpu_secs(),
+        }
+    }
+
+    fn per_webhook_us(self, later: Cpu, n: usize) -> Cpu {
+        let per = |a: f64, b: f64| (b - a) * 1e6 / n as f64;
+        Cpu {
+            control_plane: per(self.control_plane, later.control_plane),
+            envoy: per(self.envoy, later.envoy),
+            bench: per(self.bench, later.bench),
+            machine: per(self.machine, later.machine),
+        }
+    }
+}
+
 struct Run {
-    /// CPU µs per webhook: (control plane, Envoy, this process: the load generator and the
-    /// receiver, everything on the machine).
-    cpu_us: (f64, f64, f64, f64),
+    /// CPU µs per webhook.
+    cpu_us: Cpu,
     accepted_per_sec: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -144,13 +175,7 @@ async fn measure(
 ) -> Run {
     let before = count.load(Ordering::Relaxed);
     let requests = signed(n, prefix);
-    let me = std::process::id();
-    let cpu0 = (
-        cpu_secs(cp_pid),
-        cpu_secs(envoy_pid),
-        cpu_secs(me),
-        machine_cpu_secs(),
-    );
+    let cpu0 = Cpu::now((cp_pid, envoy_pid));
     let start = Instant::now();
     let (secs, mut latencies) = load(port, path, requests).await;
     // The store-only source routes nowhere: nothing to wait for.
@@ -161,15 +186,8 @@ async fn measure(
     };
     let total = wait_counted(count, before + delivered, start).await;
     latencies.sort_unstable();
-    let per = |a: f64, b: f64| (b - a) * 1e6 / n as f64;
-    let cpu_us = (
-        per(cpu0.0, cpu_secs(cp_pid)),
-        per(cpu0.1, cpu_secs(envoy_pid)),
-        per(cpu0.2, cpu_secs(me)),
-        per(cpu0.3, machine_cpu_secs()),
-    );
     Run {
-        cpu_us,
+        cpu_us: cpu0.per_webhook_us(Cpu::now((cp_pid, envoy_pid)), n),
         accepted_per_sec: n as f64 / secs,
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
@@ -283,11 +301,11 @@ async fn main() {
         };
         println!(
             "{name}: {:.0} accepted/s, p50 {:.1} ms, p99 {:.1} ms, delivered end to end {delivered}/s; CPU per webhook: control plane {:.0} µs, Envoy {:.0} µs, load generator and receiver {:.0} µs, machine {:.0} µs",
-            r.accepted_per_sec, r.p50_ms, r.p99_ms, r.cpu_us.0, r.cpu_us.1, r.cpu_us.2, r.cpu_us.3
+            r.accepted_per_sec, r.p50_ms, r.p99_ms, r.cpu_us.control_plane, r.cpu_us.envoy, r.cpu_us.bench, r.cpu_us.machine
         );
         rows.push_str(&format!(
             "| {name} | {:.0} | {:.1} ms | {:.1} ms | {delivered} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs |\n",
-            r.accepted_per_sec, r.p50_ms, r.p99_ms, r.cpu_us.0, r.cpu_us.1, r.cpu_us.2, r.cpu_us.3
+            r.accepted_per_sec, r.p50_ms, r.p99_ms, r.cpu_us.control_plane, r.cpu_us.envoy, r.cpu_us.bench, r.cpu_us.machine
         ));
     }
     println!(
