@@ -35,8 +35,8 @@ impl SqliteStore {
         let mut handle = conn.lock_handle().await?;
         let raw = handle.as_raw_handle();
         // SAFETY: `lock_handle` keeps sqlx's thread off this connection until `handle` drops,
-        // and the borrowed rusqlite connection (prepared statements finalized as they drop,
-        // no cache) is gone before that. It never closes the handle: sqlx owns it.
+        // and the borrowed rusqlite connection is gone before that (dropping it finalizes the
+        // statements it cached for the batch). It never closes the handle: sqlx owns it.
         let db = unsafe { rusqlite::Connection::from_handle(raw.as_ptr()) }?;
         let written = super::sqlite_direct::write_batch(&db, events, inbound, done, now);
         drop(db);
