@@ -96,42 +96,101 @@ fn signed(n: usize, prefix: &str) -> Vec<(Vec<(String, String)>, bytes::Bytes)> 
         .collect()
 }
 
+/// The requests as HTTP/1.1 bytes, written before the clock starts: the provider's side of
+/// the exchange should cost the machine as little as a provider elsewhere would.
+fn serialize(
+    port: u16,
+    path: &str,
+    requests: Vec<(Vec<(String, String)>, bytes::Bytes)>,
+) -> Vec<Vec<u8>> {
+    requests
+        .into_iter()
+        .map(|(headers, body)| {
+            let mut head = format!(
+                "POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+                body.len()
+            );
+            for (n, v) in headers {
+                head.push_str(&format!("{n}: {v}\r\n"));
+            }
+            head.push_str("\r\n");
+            let mut bytes = head.into_bytes();
+            bytes.extend_from_slice(&body);
+            bytes
+        })
+        .collect()
+}
+
+/// Reads one response off a keep-alive connection: its status. Envoy answers with a
+/// `content-length` on this path; anything else is a failed run, not a guess.
+async fn read_response(
+    stream: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<u16> {
+    use tokio::io::AsyncReadExt;
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..end]).map_err(|_| bad("head not UTF-8"))?;
+            let status = head
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| bad("no status line"))?;
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .ok_or_else(|| bad("response without content-length"))?;
+            let total = end + 4 + length;
+            while buf.len() < total {
+                if stream.read_buf(buf).await? == 0 {
+                    return Err(bad("connection closed mid-response"));
+                }
+            }
+            buf.drain(..total);
+            return Ok(status);
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(bad("connection closed before a response"));
+        }
+    }
+}
+
+/// Concurrent keep-alive clients sending the requests in order; returns the seconds taken and
+/// each request's latency (µs).
 async fn load(
     port: u16,
     path: &str,
     requests: Vec<(Vec<(String, String)>, bytes::Bytes)>,
 ) -> (f64, Vec<u32>) {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(clients())
-        .tcp_nodelay(true)
-        .build()
-        .expect("client");
-    let url = format!("http://127.0.0.1:{port}{path}");
-    let requests = Arc::new(requests);
+    let requests = Arc::new(serialize(port, path, requests));
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients() {
-        let (client, url, requests, next) =
-            (client.clone(), url.clone(), requests.clone(), next.clone());
+        let (requests, next) = (requests.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect to Envoy");
+            stream.set_nodelay(true).expect("nodelay");
+            let mut buf = Vec::with_capacity(4096);
             let mut latencies = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                let Some((headers, body)) = requests.get(i) else {
+                let Some(request) = requests.get(i) else {
                     return latencies;
                 };
-                let mut req = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body.clone());
-                for (n, v) in headers {
-                    req = req.header(n, v);
-                }
                 let sent = Instant::now();
-                let resp = req.send().await.expect("request");
-                let status = resp.status().as_u16();
-                let _ = resp.bytes().await;
+                stream.write_all(request).await.expect("send a request");
+                let status = read_response(&mut stream, &mut buf)
+                    .await
+                    .expect("read a response");
                 latencies.push(sent.elapsed().as_micros() as u32);
                 assert_eq!(status, 200, "request {i} refused");
             }
