@@ -376,7 +376,7 @@ async fn main() {
         "<!-- bench-ingest:start -->\n## Inbound hub throughput (`make bench-ingest`)\n\n\
          {n} webhooks of about 300 bytes per path, each signed (Standard Webhooks) with its own id, posted\n\
          through Envoy 1.40 with the filter ({} worker threads, `BENCH_ENVOY_WORKERS`) by {} concurrent keep-alive\n\
-         clients (`BENCH_CLIENTS`). **hub**: the filter verifies; the control plane (release, SQLite) checks the id for\n\
+         connections (`BENCH_CLIENTS`), each request serialized before the clock starts. **hub**: the filter verifies; the control plane (release, SQLite) checks the id for\n\
          duplicates, computes the event type (jq), stores the webhook and its routed outbound event durably (group\n\
          commit) before the 200, and delivers it to one endpoint on a counting receiver, all at once. **edge**, side by\n\
          side on the same Envoy: verified and passed straight to the receiver, nothing stored. **hub, no routes**: stored\n\
