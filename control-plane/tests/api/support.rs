@@ -25,6 +25,16 @@ pub struct TestApp {
     _pg: Option<PgCluster>,
 }
 
+/// A passing test leaves nothing behind; a failing one keeps its directory (database, keys) to
+/// look at.
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 pub struct Resp {
     pub status: StatusCode,
     pub headers: axum::http::HeaderMap,
