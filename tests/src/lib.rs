@@ -644,8 +644,30 @@ pub fn http1_request(
     headers: &[(String, String)],
     body: &[u8],
 ) -> Vec<u8> {
+    http1_bytes(method, path, host, "connection: close\r\n", headers, body)
+}
+
+/// Builds an HTTP/1.1 request with `content-length`, for a connection that stays open.
+pub fn http1_keep_alive_request(
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Vec<u8> {
+    http1_bytes(method, path, host, "", headers, body)
+}
+
+fn http1_bytes(
+    method: &str,
+    path: &str,
+    host: &str,
+    connection: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Vec<u8> {
     let mut out = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nhost: {host}\r\n{connection}content-length: {}\r\n",
         body.len()
     );
     for (n, v) in headers {

@@ -103,20 +103,12 @@ fn serialize(
     path: &str,
     requests: Vec<(Vec<(String, String)>, bytes::Bytes)>,
 ) -> Vec<Vec<u8>> {
+    let host = format!("127.0.0.1:{port}");
     requests
         .into_iter()
-        .map(|(headers, body)| {
-            let mut head = format!(
-                "POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
-                body.len()
-            );
-            for (n, v) in headers {
-                head.push_str(&format!("{n}: {v}\r\n"));
-            }
-            head.push_str("\r\n");
-            let mut bytes = head.into_bytes();
-            bytes.extend_from_slice(&body);
-            bytes
+        .map(|(mut headers, body)| {
+            headers.push(("content-type".into(), "application/json".into()));
+            http1_keep_alive_request("POST", path, &host, &headers, &body)
         })
         .collect()
 }
