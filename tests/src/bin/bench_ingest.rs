@@ -164,12 +164,8 @@ async fn read_response(
 
 /// Concurrent keep-alive clients sending the requests in order; returns the seconds taken and
 /// each request's latency (µs).
-async fn load(
-    port: u16,
-    path: &str,
-    requests: Vec<(Vec<(String, String)>, bytes::Bytes)>,
-) -> (f64, Vec<u32>) {
-    let requests = Arc::new(serialize(port, path, requests));
+async fn load(port: u16, requests: Vec<Vec<u8>>) -> (f64, Vec<u32>) {
+    let requests = Arc::new(requests);
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -235,10 +231,11 @@ async fn measure(
     count: &AtomicU64,
 ) -> Run {
     let before = count.load(Ordering::Relaxed);
-    let requests = signed(n, prefix);
+    // Signed and serialized before the CPU readings and the clock: the provider's work.
+    let requests = serialize(port, path, signed(n, prefix));
     let cpu0 = Cpu::now((cp_pid, envoy_pid));
     let start = Instant::now();
-    let (secs, mut latencies) = load(port, path, requests).await;
+    let (secs, mut latencies) = load(port, requests).await;
     // The store-only source routes nowhere: nothing to wait for.
     let delivered = if path.starts_with("/store") {
         0
