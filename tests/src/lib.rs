@@ -644,7 +644,9 @@ pub fn http1_request(
     headers: &[(String, String)],
     body: &[u8],
 ) -> Vec<u8> {
-    http1_bytes(method, path, host, "connection: close\r\n", headers, body)
+    let close = [("connection".to_owned(), "close".to_owned())];
+    let headers: Vec<_> = close.iter().chain(headers).cloned().collect();
+    http1_keep_alive_request(method, path, host, &headers, body)
 }
 
 /// Builds an HTTP/1.1 request with `content-length`, for a connection that stays open.
@@ -655,19 +657,8 @@ pub fn http1_keep_alive_request(
     headers: &[(String, String)],
     body: &[u8],
 ) -> Vec<u8> {
-    http1_bytes(method, path, host, "", headers, body)
-}
-
-fn http1_bytes(
-    method: &str,
-    path: &str,
-    host: &str,
-    connection: &str,
-    headers: &[(String, String)],
-    body: &[u8],
-) -> Vec<u8> {
     let mut out = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {host}\r\n{connection}content-length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nhost: {host}\r\ncontent-length: {}\r\n",
         body.len()
     );
     for (n, v) in headers {
