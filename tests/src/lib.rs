@@ -961,6 +961,11 @@ pub struct ControlPlane {
     pub admin_key: String,
 }
 
+/// A benchmark setting from the environment (`BENCH_…`), when set and readable as a `T`.
+pub fn bench_setting<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 /// For the benchmarks: stops with a clear message unless `HOOKMESH_BIN` names the binary to
 /// measure (the tests' default is the debug build, which is many times slower).
 ///

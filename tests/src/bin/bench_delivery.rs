@@ -138,10 +138,7 @@ async fn run(
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     require_bench_binary();
-    let events: usize = std::env::var("BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+    let events: usize = bench_setting("BENCH_EVENTS").unwrap_or(20_000);
     let mut results = Vec::new();
     let floor = client_floor(100_000).await;
     println!("floor: a bare reqwest client, 256 in flight: {floor:.0} requests/s");

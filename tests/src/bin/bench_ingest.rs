@@ -14,26 +14,19 @@ use std::time::{Duration, Instant};
 
 /// Concurrent keep-alive clients (`BENCH_CLIENTS`, default 64).
 fn clients() -> usize {
-    std::env::var("BENCH_CLIENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(64)
+    bench_setting("BENCH_CLIENTS").unwrap_or(64)
 }
 /// Rounds of the three paths in turn (`BENCH_ROUNDS`, default 3): each path's median round is
 /// reported, so that a slow minute of a shared machine moves one round, not the result.
 fn rounds() -> usize {
-    std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
+    bench_setting("BENCH_ROUNDS")
         .filter(|r| *r > 0)
         .unwrap_or(3)
 }
 /// Envoy's worker threads (`BENCH_ENVOY_WORKERS`): by default one per core, Envoy's own default
 /// and what `make run` starts.
 fn envoy_workers() -> u32 {
-    std::env::var("BENCH_ENVOY_WORKERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
+    bench_setting("BENCH_ENVOY_WORKERS")
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
 }
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -256,10 +249,7 @@ async fn measure(
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     require_bench_binary();
-    let n: usize = std::env::var("BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+    let n: usize = bench_setting("BENCH_EVENTS").unwrap_or(20_000);
     let (port, count) = counting_receiver().await;
     let cp = ControlPlane::start_with(ControlPlaneOptions {
         log: "warn".into(),

@@ -43,10 +43,7 @@ fn ms(d: Duration) -> String {
 
 fn main() {
     require_bench_binary();
-    let updates: usize = std::env::var("BENCH_PUSH_UPDATES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+    let updates: usize = bench_setting("BENCH_PUSH_UPDATES").unwrap_or(200);
     let cp = ControlPlane::start();
     let app = Receiver::start();
     let envoys = [
