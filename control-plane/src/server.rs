@@ -10,9 +10,10 @@ use crate::store::{self, Kind, Store};
 use crate::telemetry::Metrics;
 use crate::xds::{Publisher, Registry, SnapshotError, XdsSettings};
 use std::future::Future;
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]
@@ -162,18 +163,115 @@ pub async fn serve(
     Ok(result?)
 }
 
+/// Where the ingest listens: a TCP address, or a Unix socket (`unix:/path`) for an Envoy on the
+/// same host. The socket skips the TCP/IP stack for every forwarded webhook, and its file
+/// permissions (owner and group) decide who may connect, besides the filter's token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestAddress {
+    /// `HOST:PORT`.
+    Tcp(SocketAddr),
+    /// `unix:/absolute/path`.
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for IngestAddress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                return Err(format!(
+                    "`{s}`: a Unix socket needs an absolute path, e.g. unix:/run/hookmesh/ingest.sock"
+                ));
+            }
+            return Ok(IngestAddress::Unix(path.into()));
+        }
+        s.parse().map(IngestAddress::Tcp).map_err(|_| {
+            format!("`{s}` is neither IP:PORT (e.g. 127.0.0.1:8081) nor unix:/absolute/path")
+        })
+    }
+}
+
+impl std::fmt::Display for IngestAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IngestAddress::Tcp(a) => write!(f, "{a}"),
+            IngestAddress::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// A bound ingest listener.
+#[derive(Debug)]
+pub enum IngestListener {
+    /// On a TCP address.
+    Tcp(TcpListener),
+    /// On a Unix socket, removed again when serving ends.
+    Unix(UnixListener, PathBuf),
+}
+
+impl IngestListener {
+    /// Binds `address`. A socket file left by an earlier run is replaced; any other file at
+    /// that path is an error, never removed.
+    ///
+    /// # Errors
+    /// When the address cannot be bound.
+    pub async fn bind(address: &IngestAddress) -> std::io::Result<IngestListener> {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        match address {
+            IngestAddress::Tcp(a) => Ok(IngestListener::Tcp(TcpListener::bind(a).await?)),
+            IngestAddress::Unix(path) => {
+                match std::fs::symlink_metadata(path) {
+                    Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
+                    Ok(_) => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::AlreadyExists,
+                            format!("{} exists and is not a socket", path.display()),
+                        ))
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+                let listener = UnixListener::bind(path)?;
+                // Connecting needs write permission: the owner and its group (Envoy's) only.
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+                Ok(IngestListener::Unix(listener, path.clone()))
+            }
+        }
+    }
+
+    /// What it listens on, for the log.
+    pub fn describe(&self) -> String {
+        match self {
+            IngestListener::Tcp(l) => l
+                .local_addr()
+                .map_or_else(|e| format!("tcp ({e})"), |a| a.to_string()),
+            IngestListener::Unix(_, path) => format!("unix:{}", path.display()),
+        }
+    }
+}
+
 /// Serves the inbound hub's ingest on `listener` until `shutdown` completes.
 ///
 /// # Errors
 /// When the listener fails.
 pub async fn serve_ingest(
-    listener: TcpListener,
+    listener: IngestListener,
     ingest: Arc<Ingest>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    Ok(axum::serve(listener, ingest.router())
-        .with_graceful_shutdown(shutdown)
-        .await?)
+    match listener {
+        IngestListener::Tcp(l) => Ok(axum::serve(l, ingest.router())
+            .with_graceful_shutdown(shutdown)
+            .await?),
+        IngestListener::Unix(l, path) => {
+            let served = axum::serve(l, ingest.router())
+                .with_graceful_shutdown(shutdown)
+                .await;
+            let _ = std::fs::remove_file(&path);
+            Ok(served?)
+        }
+    }
 }
 
 /// Builds the state from an opened store and the master keys.
@@ -298,4 +396,64 @@ pub async fn rekey(state: &AppState) -> Result<usize, ServeError> {
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{IngestAddress, IngestListener};
+    use std::os::unix::fs::PermissionsExt;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "hookmesh-server-{name}-{}-{}",
+            std::process::id(),
+            crate::ids::now_ms()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn ingest_addresses_are_ip_ports_or_absolute_unix_paths() {
+        assert_eq!(
+            "127.0.0.1:8081".parse(),
+            Ok(IngestAddress::Tcp(([127, 0, 0, 1], 8081).into()))
+        );
+        assert_eq!(
+            "unix:/run/hookmesh/ingest.sock".parse(),
+            Ok(IngestAddress::Unix("/run/hookmesh/ingest.sock".into()))
+        );
+        let relative = "unix:ingest.sock".parse::<IngestAddress>().unwrap_err();
+        assert!(relative.contains("absolute path"), "{relative}");
+        let neither = "localhost:8081".parse::<IngestAddress>().unwrap_err();
+        assert!(neither.contains("neither IP:PORT"), "{neither}");
+        assert_eq!(
+            IngestAddress::Unix("/x.sock".into()).to_string(),
+            "unix:/x.sock"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_socket_is_group_only_replaces_a_stale_socket_and_never_another_file() {
+        let dir = scratch("sock");
+        let path = dir.join("ingest.sock");
+        let address = IngestAddress::Unix(path.clone());
+        let first = IngestListener::bind(&address).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o660);
+        // A crashed run leaves its socket behind: the next start takes the path over.
+        drop(first);
+        let second = IngestListener::bind(&address).await.unwrap();
+        assert_eq!(second.describe(), format!("unix:{}", path.display()));
+        drop(second);
+        // A file that is not a socket is someone else's: refused and left as it was.
+        let other = dir.join("data.db");
+        std::fs::write(&other, b"keep me").unwrap();
+        let err = IngestListener::bind(&IngestAddress::Unix(other.clone()))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("is not a socket"), "{err}");
+        assert_eq!(std::fs::read(&other).unwrap(), b"keep me");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

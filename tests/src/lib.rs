@@ -160,10 +160,10 @@ impl Envoy {
     /// # Panics
     /// When Envoy does not become ready within 30 s.
     pub fn sidecar(node_id: &str, xds_port: u16, app_port: u16) -> Envoy {
-        Envoy::sidecar_with_ingest(node_id, xds_port, app_port, free_port())
+        Envoy::sidecar_with_ingest(node_id, xds_port, app_port, &IngestAt::Port(free_port()))
     }
 
-    /// A sidecar whose hub sources go to `ingest_port`.
+    /// A sidecar whose hub sources go to `ingest`.
     ///
     /// # Panics
     /// When Envoy does not become ready within 30 s.
@@ -171,9 +171,9 @@ impl Envoy {
         node_id: &str,
         xds_port: u16,
         app_port: u16,
-        ingest_port: u16,
+        ingest: &IngestAt,
     ) -> Envoy {
-        Envoy::sidecar_full(node_id, xds_port, app_port, ingest_port, "", 1)
+        Envoy::sidecar_full(node_id, xds_port, app_port, ingest, "", 1)
     }
 
     /// [`Envoy::sidecar_with_ingest`] with `workers` worker threads (`make run` starts one per
@@ -185,10 +185,10 @@ impl Envoy {
         node_id: &str,
         xds_port: u16,
         app_port: u16,
-        ingest_port: u16,
+        ingest: &IngestAt,
         workers: u32,
     ) -> Envoy {
-        Envoy::sidecar_full(node_id, xds_port, app_port, ingest_port, "", workers)
+        Envoy::sidecar_full(node_id, xds_port, app_port, ingest, "", workers)
     }
 
     /// A sidecar serving one tenant's sources only (node metadata `hookmesh.tenant`).
@@ -196,17 +196,19 @@ impl Envoy {
     /// # Panics
     /// When Envoy does not become ready within 30 s.
     pub fn sidecar_for_tenant(node_id: &str, xds_port: u16, app_port: u16, tenant: &str) -> Envoy {
-        Envoy::sidecar_full(node_id, xds_port, app_port, free_port(), tenant, 1)
+        let ingest = IngestAt::Port(free_port());
+        Envoy::sidecar_full(node_id, xds_port, app_port, &ingest, tenant, 1)
     }
 
     fn sidecar_full(
         node_id: &str,
         xds_port: u16,
         app_port: u16,
-        ingest_port: u16,
+        ingest: &IngestAt,
         tenant: &str,
         workers: u32,
     ) -> Envoy {
+        let (ingest_type, ingest_address) = ingest.envoy_cluster();
         let template = std::fs::read_to_string(root().join("envoy/sidecar.yaml.in"))
             .expect("read sidecar template");
         let dir = scratch_dir("sidecar");
@@ -222,8 +224,8 @@ impl Envoy {
             .replace("@APP_PORT@", &app_port.to_string())
             .replace("@XDS_HOST@", "127.0.0.1")
             .replace("@XDS_PORT@", &xds_port.to_string())
-            .replace("@INGEST_HOST@", "127.0.0.1")
-            .replace("@INGEST_PORT@", &ingest_port.to_string());
+            .replace("@INGEST_CLUSTER_TYPE@", ingest_type)
+            .replace("@INGEST_ADDRESS@", &ingest_address);
         Envoy::launch(&yaml, port, 0, admin_port, &dir, workers)
     }
 
@@ -677,7 +679,7 @@ pub fn http1_keep_alive_request(
 /// Connection or parse failures.
 pub fn send_raw(port: u16, from: Option<&str>, raw: &[u8]) -> std::io::Result<Response> {
     let target: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut stream = match from {
+    let stream = match from {
         None => TcpStream::connect(target)?,
         Some(local) => {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -698,6 +700,20 @@ pub fn send_raw(port: u16, from: Option<&str>, raw: &[u8]) -> std::io::Result<Re
         }
     };
     stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    exchange(stream, raw)
+}
+
+/// Sends raw HTTP/1.1 bytes to the Unix socket at `path` and reads one response.
+///
+/// # Errors
+/// Connection failures, or a reply that is not HTTP.
+pub fn send_unix(path: &Path, raw: &[u8]) -> std::io::Result<Response> {
+    let stream = std::os::unix::net::UnixStream::connect(path)?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    exchange(stream, raw)
+}
+
+fn exchange(mut stream: impl Read + Write, raw: &[u8]) -> std::io::Result<Response> {
     // A local reply sent before the body was read may close the connection while we write.
     let _ = stream.write_all(raw);
     // Stop at the end of the response: Envoy delays closing (`delayed_close_timeout`, 1 s).
@@ -905,6 +921,41 @@ impl hyper::body::Body for Frames {
     }
 }
 
+/// Where a control plane's ingest listens, and so where its Envoys forward hub webhooks.
+#[derive(Clone, Debug)]
+pub enum IngestAt {
+    /// A TCP port on 127.0.0.1.
+    Port(u16),
+    /// A Unix socket.
+    Socket(PathBuf),
+}
+
+impl IngestAt {
+    /// A Unix socket in a fresh scratch directory.
+    pub fn fresh_socket() -> IngestAt {
+        IngestAt::Socket(scratch_dir("ingest").join("ingest.sock"))
+    }
+
+    /// The value of `hookmesh serve --ingest-listen`.
+    pub fn listen_arg(&self) -> String {
+        match self {
+            IngestAt::Port(p) => format!("127.0.0.1:{p}"),
+            IngestAt::Socket(path) => format!("unix:{}", path.display()),
+        }
+    }
+
+    /// The sidecar template's `INGEST_CLUSTER_TYPE` and `INGEST_ADDRESS`.
+    fn envoy_cluster(&self) -> (&'static str, String) {
+        match self {
+            IngestAt::Port(p) => (
+                "STRICT_DNS",
+                format!("{{socket_address: {{address: 127.0.0.1, port_value: {p}}}}}"),
+            ),
+            IngestAt::Socket(path) => ("STATIC", format!("{{pipe: {{path: {}}}}}", path.display())),
+        }
+    }
+}
+
 /// Where and how a control plane runs; `Default` picks fresh ports and a scratch directory.
 #[derive(Clone, Debug)]
 pub struct ControlPlaneOptions {
@@ -914,8 +965,8 @@ pub struct ControlPlaneOptions {
     pub port: u16,
     /// xDS port.
     pub xds_port: u16,
-    /// The inbound hub's ingest port.
-    pub ingest_port: u16,
+    /// Where the inbound hub's ingest listens.
+    pub ingest: IngestAt,
     /// The filter module the Envoys are told to load.
     pub wasm_module: PathBuf,
     /// The admin key.
@@ -934,7 +985,7 @@ impl Default for ControlPlaneOptions {
             data_dir: scratch_dir("cp"),
             port: free_port(),
             xds_port: free_port(),
-            ingest_port: free_port(),
+            ingest: IngestAt::Port(free_port()),
             wasm_module: wasm_module(),
             admin_key: format!("hm_e2e_admin_{}", free_port()),
             log: "debug".into(),
@@ -1006,10 +1057,7 @@ impl ControlPlane {
             .arg("serve")
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--xds-listen", &format!("127.0.0.1:{xds_port}")])
-            .args([
-                "--ingest-listen",
-                &format!("127.0.0.1:{}", options.ingest_port),
-            ])
+            .args(["--ingest-listen", &options.ingest.listen_arg()])
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--wasm-module")

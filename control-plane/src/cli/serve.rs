@@ -53,9 +53,10 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKMESH_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Address of the inbound hub's ingest, where Envoy forwards `hub` sources' webhooks
-    /// (the `hookmesh_ingest` cluster). Requests without the filter's token are refused.
+    /// (the `hookmesh_ingest` cluster): IP:PORT, or `unix:/absolute/path` for an Envoy on the
+    /// same host (the socket is made mode 0660). Requests without the filter's token are refused.
     #[arg(long, env = "HOOKMESH_INGEST_LISTEN", default_value = "127.0.0.1:8081")]
-    pub ingest_listen: SocketAddr,
+    pub ingest_listen: server::IngestAddress,
     #[command(flatten)]
     pub db: DbArgs,
     #[command(flatten)]
@@ -270,10 +271,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let xds_listener = tokio::net::TcpListener::bind(args.xds.xds_listen)
         .await
         .with_context(|| format!("--xds-listen {}", args.xds.xds_listen))?;
-    let ingest_listener = tokio::net::TcpListener::bind(args.ingest_listen)
+    let ingest_listener = server::IngestListener::bind(&args.ingest_listen)
         .await
         .with_context(|| format!("--ingest-listen {}", args.ingest_listen))?;
-    tracing::info!(listen = %listener.local_addr()?, xds = %xds_listener.local_addr()?, ingest = %ingest_listener.local_addr()?, database = state.store.backend(), "hookmesh control plane serving");
+    tracing::info!(listen = %listener.local_addr()?, xds = %xds_listener.local_addr()?, ingest = %ingest_listener.describe(), database = state.store.backend(), "hookmesh control plane serving");
     let _refresher = state
         .config
         .spawn_refresher(std::time::Duration::from_secs(2));

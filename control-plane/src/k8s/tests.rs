@@ -550,8 +550,11 @@ fn the_sample_sidecar_is_the_envoy_template_and_loads_the_module_the_control_pla
         ("LISTEN_PORT", "10000"),
         ("TRUSTED_HOPS", "0"),
         ("APP_PORT", "8080"),
-        ("INGEST_HOST", "hookmesh.hookmesh-system.svc.cluster.local"),
-        ("INGEST_PORT", "8081"),
+        ("INGEST_CLUSTER_TYPE", "STRICT_DNS"),
+        (
+            "INGEST_ADDRESS",
+            "{socket_address: {address: hookmesh.hookmesh-system.svc.cluster.local, port_value: 8081}}",
+        ),
         ("XDS_HOST", "hookmesh.hookmesh-system.svc.cluster.local"),
         ("XDS_PORT", "18000"),
     ] {

@@ -29,6 +29,15 @@ fn envoy_workers() -> u32 {
     bench_setting("BENCH_ENVOY_WORKERS")
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
 }
+/// How Envoy reaches the ingest (`BENCH_INGEST`): `tcp` (loopback, the default) or `unix` (the
+/// control plane's Unix socket, for an Envoy on the same host).
+fn ingest_at() -> IngestAt {
+    match std::env::var("BENCH_INGEST").as_deref() {
+        Ok("unix") => IngestAt::fresh_socket(),
+        Ok("tcp") | Err(_) => IngestAt::Port(free_port()),
+        Ok(other) => panic!("BENCH_INGEST={other}: expected tcp or unix"),
+    }
+}
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// CPU seconds so far, or (between two readings) µs per webhook.
@@ -254,6 +263,7 @@ async fn main() {
     let cp = ControlPlane::start_with(ControlPlaneOptions {
         log: "warn".into(),
         extra_args: vec!["--allow-destination-cidrs".into(), "127.0.0.0/8".into()],
+        ingest: ingest_at(),
         ..ControlPlaneOptions::default()
     });
     let tenant = cp.json("POST", "/v1/tenants", Some(&json!({"name": "bench"})), 201)["id"]
@@ -294,7 +304,7 @@ async fn main() {
         "bench-ingest",
         cp.xds_port,
         port,
-        cp.options.ingest_port,
+        &cp.options.ingest,
         envoy_workers(),
     );
     // Until the configuration arrives Envoy answers 503.

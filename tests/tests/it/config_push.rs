@@ -188,7 +188,12 @@ fn api_changes_reach_envoy_create_rotate_restrict_delete() {
 fn hub_sources_are_routed_to_the_ingest_and_edge_sources_to_the_app() {
     let s = setup();
     let (app, ingest) = (Receiver::start(), Receiver::start());
-    let envoy = Envoy::sidecar_with_ingest("sidecar-hub", s.cp.xds_port, app.port, ingest.port);
+    let envoy = Envoy::sidecar_with_ingest(
+        "sidecar-hub",
+        s.cp.xds_port,
+        app.port,
+        &IngestAt::Port(ingest.port),
+    );
     s.create(github_source("edge-src", "/edge", "e"));
     let mut hub = github_source("hub-src", "/hub", "h");
     hub["mode"] = json!("hub");

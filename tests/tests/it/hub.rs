@@ -66,6 +66,10 @@ struct Hub {
 
 impl Hub {
     fn start(extra: &[&str]) -> Hub {
+        Hub::start_on(IngestAt::Port(free_port()), extra)
+    }
+
+    fn start_on(ingest: IngestAt, extra: &[&str]) -> Hub {
         let mut extra_args = vec![
             "--allow-destination-cidrs".to_owned(),
             "127.0.0.0/8".to_owned(),
@@ -73,6 +77,7 @@ impl Hub {
         extra_args.extend(extra.iter().map(|a| (*a).to_owned()));
         let cp = ControlPlane::start_with(ControlPlaneOptions {
             extra_args,
+            ingest,
             ..ControlPlaneOptions::default()
         });
         let tenant = cp.json("POST", "/v1/tenants", Some(&json!({"name": "acme"})), 201)["id"]
@@ -128,8 +133,7 @@ fn vendor_signed_webhooks_pass_the_edge_are_stored_and_reach_two_receivers_once(
             201,
         );
     }
-    let envoy =
-        Envoy::sidecar_with_ingest("hub-e2e", cp.xds_port, app.port, cp.options.ingest_port);
+    let envoy = Envoy::sidecar_with_ingest("hub-e2e", cp.xds_port, app.port, &cp.options.ingest);
 
     let stripe_body = br#"{"id": "evt_e2e_1", "type": "invoice.paid", "data": {"object": {"amount_paid": 1200}}}"#;
     let github_body = br#"{"action": "opened", "number": 7}"#;
@@ -254,8 +258,11 @@ fn vendor_signed_webhooks_pass_the_edge_are_stored_and_reach_two_receivers_once(
     );
 
     // Straight to the ingest port, bypassing Envoy: refused, even with the filter's headers.
+    let IngestAt::Port(ingest_port) = cp.options.ingest else {
+        panic!("this hub listens on TCP")
+    };
     let direct = send_raw(
-        cp.options.ingest_port,
+        ingest_port,
         None,
         &http1_request(
             "POST",
@@ -315,8 +322,7 @@ fn schema_policies_and_failover_hold_through_envoy() {
             201,
         );
     }
-    let envoy =
-        Envoy::sidecar_with_ingest("hub-e2e-2", cp.xds_port, app.port, cp.options.ingest_port);
+    let envoy = Envoy::sidecar_with_ingest("hub-e2e-2", cp.xds_port, app.port, &cp.options.ingest);
     let send = |path: &str, body: &[u8]| {
         let headers = sdk_sign("github", GITHUB_SECRET, body, "");
         let r = post(envoy.port, path, &headers, body);
@@ -389,4 +395,75 @@ fn schema_policies_and_failover_hold_through_envoy() {
     );
     assert!(metrics
         .contains(r#"hookmesh_inbound_webhooks_total{source="strict",outcome="rejected"} 1"#));
+}
+
+#[test]
+fn an_ingest_on_a_unix_socket_takes_envoys_webhooks_and_refuses_requests_without_the_token() {
+    let (receiver, app) = (Receiver::start(), Receiver::start());
+    let hub = Hub::start_on(IngestAt::fresh_socket(), &[]);
+    let (cp, tenant) = (&hub.cp, &hub.tenant);
+    let to = hub.endpoint(&receiver);
+    cp.json(
+        "POST",
+        "/v1/sources",
+        Some(&json!({
+            "tenant_id": tenant,
+            "spec": {"name": "gh", "match": {"path_prefix": "/gh"}, "mode": "hub",
+                     "verify": {"scheme": "github", "secrets": [GITHUB_SECRET]}},
+            "ingest": {"routes": [{"name": "all", "to": [to]}]},
+        })),
+        201,
+    );
+    let envoy = Envoy::sidecar_with_ingest("hub-unix", cp.xds_port, app.port, &cp.options.ingest);
+    let body = br#"{"action": "opened", "number": 8}"#;
+    let headers = sdk_sign("github", GITHUB_SECRET, body, "");
+    let start = Instant::now();
+    let accepted = loop {
+        let r = post(envoy.port, "/gh/hook", &headers, body);
+        if r.status == 200 {
+            break serde_json::from_slice::<Value>(&r.body).unwrap();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never accepted: {} {}",
+            r.status,
+            r.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(accepted["status"], "accepted");
+    receiver.wait_for(1);
+    let delivered: Value = serde_json::from_slice(&receiver.received()[0].body).unwrap();
+    assert_eq!(delivered, json!({"action": "opened", "number": 8}));
+
+    // The socket admits its owner and group only; and even through it, no token, no entry.
+    let IngestAt::Socket(path) = &cp.options.ingest else {
+        panic!("this hub listens on a Unix socket")
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o660);
+    let direct = send_unix(
+        path,
+        &http1_request(
+            "POST",
+            "/gh/hook",
+            "hooks.test",
+            &[
+                ("x-hookmesh-source".into(), "gh".into()),
+                ("x-hookmesh-mode".into(), "hub".into()),
+                ("content-type".into(), "application/json".into()),
+            ],
+            br#"{"action": "forged"}"#,
+        ),
+    )
+    .unwrap();
+    assert_eq!(direct.status, 403, "{}", direct.text());
+    assert_eq!(
+        cp.json("GET", "/v1/inbound_events", None, 200)["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
