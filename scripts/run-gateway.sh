@@ -44,7 +44,8 @@ python3 scripts/render-envoy.py envoy/demo-app.yaml.in "$RUN/demo-app.part" UPST
 python3 scripts/render-envoy.py envoy/sidecar.yaml.in "$RUN/sidecar.yaml" \
   NODE_ID="make-run-sidecar" NODE_CLUSTER="hookmesh-demo" NODE_TENANT="${HOOKMESH_NODE_TENANT:-}" ADMIN_PORT="$ADMIN" LISTEN_ADDRESS=127.0.0.1 \
   LISTEN_PORT="$LISTEN" TRUSTED_HOPS=0 APP_PORT="$APP" XDS_HOST=127.0.0.1 XDS_PORT="$XDS" \
-  INGEST_HOST=127.0.0.1 INGEST_PORT="${HOOKMESH_INGEST_PORT:-8081}"
+  INGEST_CLUSTER_TYPE=STRICT_DNS \
+  INGEST_ADDRESS="{socket_address: {address: 127.0.0.1, port_value: ${HOOKMESH_INGEST_PORT:-8081}}}"
 # The stand-in app is one more listener in the same Envoy.
 python3 - "$RUN/sidecar.yaml" "$RUN/demo-app.part" <<'PY'
 import sys
