@@ -707,7 +707,7 @@ pub fn send_raw(port: u16, from: Option<&str>, raw: &[u8]) -> std::io::Result<Re
 ///
 /// # Errors
 /// Connection failures, or a reply that is not HTTP.
-pub fn send_unix(path: &Path, raw: &[u8]) -> std::io::Result<Response> {
+fn send_unix(path: &Path, raw: &[u8]) -> std::io::Result<Response> {
     let stream = std::os::unix::net::UnixStream::connect(path)?;
     stream.set_read_timeout(Some(Duration::from_secs(20)))?;
     exchange(stream, raw)
@@ -934,6 +934,17 @@ impl IngestAt {
     /// A Unix socket in a fresh scratch directory.
     pub fn fresh_socket() -> IngestAt {
         IngestAt::Socket(scratch_dir("ingest").join("ingest.sock"))
+    }
+
+    /// Sends raw HTTP/1.1 bytes straight to the ingest (bypassing Envoy) and reads one response.
+    ///
+    /// # Errors
+    /// Connection failures, or a reply that is not HTTP.
+    pub fn send(&self, raw: &[u8]) -> std::io::Result<Response> {
+        match self {
+            IngestAt::Port(p) => send_raw(*p, None, raw),
+            IngestAt::Socket(path) => send_unix(path, raw),
+        }
     }
 
     /// The value of `hookmesh serve --ingest-listen`.
