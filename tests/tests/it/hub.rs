@@ -163,24 +163,9 @@ fn vendor_signed_webhooks_pass_the_edge_are_stored_and_reach_two_receivers_once(
             std_body,
         ),
     ];
-    // The filter configuration arrives over ADS; until then Envoy answers 503.
-    let start = Instant::now();
-    loop {
-        let (path, headers, body) = &requests[0];
-        let r = post(envoy.port, path, headers, body);
-        if r.status == 200 {
-            let j: Value = serde_json::from_slice(&r.body).unwrap();
-            assert_eq!(j["status"], "accepted", "{j}");
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "never accepted: {} {}",
-            r.status,
-            r.text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (path, headers, body) = &requests[0];
+    let j = post_until_accepted(&envoy, path, headers, body);
+    assert_eq!(j["status"], "accepted", "{j}");
     for (path, headers, body) in &requests[1..] {
         let r = post(envoy.port, path, headers, body);
         assert_eq!(r.status, 200, "{path}: {}", r.text());
@@ -263,6 +248,30 @@ fn vendor_signed_webhooks_pass_the_edge_are_stored_and_reach_two_receivers_once(
         br#"{"id": "evt_forged", "type": "invoice.paid"}"#,
         4,
     );
+}
+
+/// Posts until the answer is 200 (the filter configuration arrives over ADS; until then Envoy
+/// answers 503) and returns the ingest's JSON answer.
+fn post_until_accepted(
+    envoy: &Envoy,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Value {
+    let start = Instant::now();
+    loop {
+        let r = post(envoy.port, path, headers, body);
+        if r.status == 200 {
+            return serde_json::from_slice(&r.body).unwrap();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never accepted: {} {}",
+            r.status,
+            r.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Straight to the ingest, bypassing Envoy: refused even with the filter's headers (not its
@@ -423,20 +432,7 @@ fn an_ingest_on_a_unix_socket_takes_envoys_webhooks_and_refuses_requests_without
     let envoy = Envoy::sidecar_with_ingest("hub-unix", cp.xds_port, app.port, &cp.options.ingest);
     let body = br#"{"action": "opened", "number": 8}"#;
     let headers = sdk_sign("github", GITHUB_SECRET, body, "");
-    let start = Instant::now();
-    let accepted = loop {
-        let r = post(envoy.port, "/gh/hook", &headers, body);
-        if r.status == 200 {
-            break serde_json::from_slice::<Value>(&r.body).unwrap();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "never accepted: {} {}",
-            r.status,
-            r.text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let accepted = post_until_accepted(&envoy, "/gh/hook", &headers, body);
     assert_eq!(accepted["status"], "accepted");
     receiver.wait_for(1);
     let delivered: Value = serde_json::from_slice(&receiver.received()[0].body).unwrap();
