@@ -72,10 +72,49 @@ impl Cpu {
     }
 }
 
+/// What the control plane did, counted rather than timed: the same on a fast or a slow hour
+/// of a shared machine, so that a change of a few percent shows where CPU times cannot.
+#[derive(Clone, Copy, Debug)]
+struct Counts {
+    /// Context switches of all its threads.
+    switches: u64,
+    /// Bytes it sent to storage (the WAL, checkpoints into the database file).
+    storage_bytes: u64,
+}
+
+impl Counts {
+    fn now(pid: u32) -> Counts {
+        let field = |text: &str, name: &str| -> u64 {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                .unwrap_or(0)
+        };
+        let switches = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+            .map(|s| {
+                field(&s, "voluntary_ctxt_switches:") + field(&s, "nonvoluntary_ctxt_switches:")
+            })
+            .sum();
+        let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+        Counts {
+            switches,
+            storage_bytes: field(&io, "write_bytes:"),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Run {
     /// CPU µs per webhook.
     cpu_us: Cpu,
+    /// The control plane's context switches per webhook.
+    switches: f64,
+    /// KiB the control plane sent to storage per webhook.
+    storage_kib: f64,
     accepted_per_sec: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -236,6 +275,7 @@ async fn measure(
     // Signed and serialized before the CPU readings and the clock: the provider's work.
     let requests = serialize(port, path, signed(n, prefix));
     let cpu0 = Cpu::now((cp_pid, envoy_pid));
+    let counts0 = Counts::now(cp_pid);
     let start = Instant::now();
     let (secs, mut latencies) = load(port, requests).await;
     // The store-only source routes nowhere: nothing to wait for.
@@ -246,8 +286,11 @@ async fn measure(
     };
     let total = wait_counted(count, before + delivered, start).await;
     latencies.sort_unstable();
+    let counts = Counts::now(cp_pid);
     Run {
         cpu_us: cpu0.per_webhook_us(Cpu::now((cp_pid, envoy_pid)), n),
+        switches: (counts.switches - counts0.switches) as f64 / n as f64,
+        storage_kib: (counts.storage_bytes - counts0.storage_bytes) as f64 / 1024.0 / n as f64,
         accepted_per_sec: n as f64 / secs,
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
@@ -383,12 +426,12 @@ async fn main() {
             format!("{:.0}", r.end_to_end_per_sec)
         };
         println!(
-            "{name}: {:.0} accepted/s, p50 {:.1} ms, p99 {:.1} ms, delivered end to end {delivered}/s; CPU per webhook: control plane {:.0} µs, Envoy {:.0} µs, load generator and receiver {:.0} µs, machine {:.0} µs",
-            r.accepted_per_sec, r.p50_ms, r.p99_ms, r.cpu_us.control_plane, r.cpu_us.envoy, r.cpu_us.bench, r.cpu_us.machine
+            "{name}: {:.0} accepted/s, p50 {:.1} ms, p99 {:.1} ms, delivered end to end {delivered}/s; CPU per webhook: control plane {:.0} µs, Envoy {:.0} µs, load generator and receiver {:.0} µs, machine {:.0} µs; control plane per webhook: {:.2} context switches, {:.1} KiB to storage",
+            r.accepted_per_sec, r.p50_ms, r.p99_ms, r.cpu_us.control_plane, r.cpu_us.envoy, r.cpu_us.bench, r.cpu_us.machine, r.switches, r.storage_kib
         );
         rows.push_str(&format!(
-            "| {name} | {:.0} | {:.1} ms | {:.1} ms | {delivered} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs |\n",
-            r.accepted_per_sec, r.p50_ms, r.p99_ms, r.cpu_us.control_plane, r.cpu_us.envoy, r.cpu_us.bench, r.cpu_us.machine
+            "| {name} | {:.0} | {:.1} ms | {:.1} ms | {delivered} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.2} | {:.1} KiB |\n",
+            r.accepted_per_sec, r.p50_ms, r.p99_ms, r.cpu_us.control_plane, r.cpu_us.envoy, r.cpu_us.bench, r.cpu_us.machine, r.switches, r.storage_kib
         ));
     }
     println!(
@@ -406,10 +449,12 @@ async fn main() {
          side on the same Envoy: verified and passed straight to the receiver, nothing stored. **hub, no routes**: stored\n\
          only, to show the accept path apart from delivery. Latency is what the provider sees. CPU per webhook from\n\
          `/proc`: the control plane, Envoy, the benchmark's own process (load generator and receiver), and every process\n\
-         on the machine, kernel work included. The three paths run in turn for {} rounds (`BENCH_ROUNDS`); each row is\n\
+         on the machine, kernel work included. Counted rather than timed, so comparable across hours of a shared\n\
+         machine: the control plane's context switches (all threads) and the bytes it sent to storage (`/proc/<pid>/io`\n\
+         `write_bytes`: the WAL and checkpoints), per webhook. The three paths run in turn for {} rounds (`BENCH_ROUNDS`); each row is\n\
          the path's median round. Measured {date} on {} cores ({}), everything on the same machine.\n\n\
-         | path | accepted/s | p50 | p99 | delivered end to end/s | CPU: control plane | CPU: Envoy | CPU: load generator and receiver | CPU: machine |\n\
-         |---|---|---|---|---|---|---|---|---|\n{rows}\n\
+         | path | accepted/s | p50 | p99 | delivered end to end/s | CPU: control plane | CPU: Envoy | CPU: load generator and receiver | CPU: machine | control plane: context switches | control plane: to storage |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n{rows}\n\
          Per round, accepted/s: {per_round}.\n\n\
          hub / edge: {:.2}. Control plane peak RSS: {rss:.1} MiB. Target: ≥ 10,000 accepted/s and p99 ≤ 20 ms.\n\
          <!-- bench-ingest:end -->",
