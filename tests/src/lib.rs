@@ -1368,12 +1368,15 @@ pub async fn counting_receiver() -> (u16, Arc<AtomicU64>) {
 pub fn peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+        .and_then(|s| proc_field(&s, "VmHWM:"))
+        .map_or(0.0, |kb| kb as f64 / 1024.0)
+}
+
+/// The number after `name` in a `/proc` file of `Name: value` lines (`status`, `io`).
+pub fn proc_field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
 }
 
 /// CPU time a process has used so far (user + system), in seconds; 0 when unknown.

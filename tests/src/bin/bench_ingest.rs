@@ -84,12 +84,7 @@ struct Counts {
 
 impl Counts {
     fn now(pid: u32) -> Counts {
-        let field = |text: &str, name: &str| -> u64 {
-            text.lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-                .unwrap_or(0)
-        };
+        let field = |text: &str, name: &str| proc_field(text, name).unwrap_or(0);
         let switches = std::fs::read_dir(format!("/proc/{pid}/task"))
             .into_iter()
             .flatten()
