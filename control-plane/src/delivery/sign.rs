@@ -17,10 +17,16 @@ pub fn headers(
     svix: bool,
 ) -> Result<Vec<(String, String)>, SignError> {
     // The same scheme under Svix's header names, for receivers built on Svix's libraries.
-    let (scheme, prefix) = if svix {
-        (SchemeName::Svix, "svix")
+    let (scheme, [id_name, timestamp_name, signature_name]) = if svix {
+        (
+            SchemeName::Svix,
+            ["svix-id", "svix-timestamp", "svix-signature"],
+        )
     } else {
-        (SchemeName::StandardWebhooks, "webhook")
+        (
+            SchemeName::StandardWebhooks,
+            ["webhook-id", "webhook-timestamp", "webhook-signature"],
+        )
     };
     let mut signatures = Vec::with_capacity(secrets.len());
     let input = SignInput {
@@ -32,17 +38,14 @@ pub fn headers(
     };
     for secret in secrets {
         let signed = sign(scheme, secret, None, &input)?;
-        if let Some((_, sig)) = signed
-            .into_iter()
-            .find(|(n, _)| *n == format!("{prefix}-signature"))
-        {
+        if let Some((_, sig)) = signed.into_iter().find(|(n, _)| *n == signature_name) {
             signatures.push(sig);
         }
     }
     Ok(vec![
-        (format!("{prefix}-id"), event_id.to_owned()),
-        (format!("{prefix}-timestamp"), timestamp.to_string()),
-        (format!("{prefix}-signature"), signatures.join(" ")),
+        (id_name.to_owned(), event_id.to_owned()),
+        (timestamp_name.to_owned(), timestamp.to_string()),
+        (signature_name.to_owned(), signatures.join(" ")),
     ])
 }
 

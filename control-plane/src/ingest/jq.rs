@@ -6,12 +6,39 @@
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, RcIter};
 use jaq_json::Val;
+use std::cell::OnceCell;
 use std::fmt;
+use std::rc::Rc;
 
 /// A compiled jq program.
 pub struct Program {
     filter: jaq_core::Filter<jaq_core::Native<Val>>,
     code: String,
+    /// For a plain field path (`.type`, `.data.object.id`): its keys. Such programs, the most
+    /// common event type and key expressions, are read straight from the document while it
+    /// holds objects, without converting it for jaq; indexing anything else (a string, null) is
+    /// left to jaq, which answers with its error.
+    fields: Option<Vec<String>>,
+}
+
+/// The keys of a program that is only `.key.key...` with identifier keys.
+fn field_path(code: &str) -> Option<Vec<String>> {
+    let code = code.trim();
+    let rest = code.strip_prefix('.')?;
+    if rest.is_empty() {
+        return None;
+    }
+    let identifier = |k: &&str| {
+        let mut chars = k.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let keys: Vec<&str> = rest.split('.').collect();
+    keys.iter()
+        .all(identifier)
+        .then(|| keys.into_iter().map(str::to_owned).collect())
 }
 
 impl fmt::Debug for Program {
@@ -20,20 +47,50 @@ impl fmt::Debug for Program {
     }
 }
 
-/// A document and `$meta`, converted once for every program run on them (jaq's values are
-/// reference-counted: each run clones a pointer, not the document).
-pub struct Input {
-    doc: Val,
-    meta: Val,
+/// A document and `$meta`, converted when the first program runs and shared by the rest
+/// (jaq's values are reference-counted: each run clones a pointer, not the document). A
+/// pipeline without programs never converts anything.
+pub struct Input<'a> {
+    doc: &'a serde_json::Value,
+    meta: &'a serde_json::Value,
+    converted: OnceCell<(Val, Val)>,
 }
 
-impl Input {
+impl<'a> Input<'a> {
     /// The input of the programs.
-    pub fn new(doc: &serde_json::Value, meta: &serde_json::Value) -> Input {
+    pub fn new(doc: &'a serde_json::Value, meta: &'a serde_json::Value) -> Input<'a> {
         Input {
-            doc: Val::from(doc.clone()),
-            meta: Val::from(meta.clone()),
+            doc,
+            meta,
+            converted: OnceCell::new(),
         }
+    }
+
+    fn values(&self) -> &(Val, Val) {
+        self.converted
+            .get_or_init(|| (to_val(self.doc), to_val(self.meta)))
+    }
+}
+
+/// jaq's value for a JSON document, read in place: `Val::from` takes the document by value
+/// (a deep copy here) and formats every number to parse it back. The result is the same:
+/// integers that fit `isize` are `Int`, every other number keeps its text.
+fn to_val(v: &serde_json::Value) -> Val {
+    use serde_json::Value;
+    match v {
+        Value::Null => Val::Null,
+        Value::Bool(b) => Val::Bool(*b),
+        Value::Number(n) => match n.as_i64().and_then(|i| isize::try_from(i).ok()) {
+            Some(i) => Val::Int(i),
+            None => Val::Num(Rc::new(n.to_string())),
+        },
+        Value::String(s) => Val::Str(Rc::new(s.clone())),
+        Value::Array(a) => a.iter().map(to_val).collect(),
+        Value::Object(o) => Val::Obj(Rc::new(
+            o.iter()
+                .map(|(k, v)| (Rc::new(k.clone()), to_val(v)))
+                .collect(),
+        )),
     }
 }
 
@@ -109,6 +166,7 @@ impl Program {
         Ok(Program {
             filter,
             code: code.to_owned(),
+            fields: field_path(code),
         })
     }
 
@@ -122,10 +180,28 @@ impl Program {
     /// # Errors
     /// A runtime error of the program (a type error, `error(...)`).
     pub fn first(&self, input: &Input) -> Result<Option<serde_json::Value>, String> {
+        if let Some(fields) = &self.fields {
+            const NULL: serde_json::Value = serde_json::Value::Null;
+            let mut at = input.doc;
+            for key in fields {
+                at = match at {
+                    serde_json::Value::Object(o) => o.get(key).unwrap_or(&NULL),
+                    // jaq's answer for indexing anything else (an error, even for null).
+                    _ => return self.run(input),
+                };
+            }
+            return Ok(Some(at.clone()));
+        }
+        self.run(input)
+    }
+
+    /// The program run by jaq.
+    fn run(&self, input: &Input) -> Result<Option<serde_json::Value>, String> {
         let inputs = RcIter::new(core::iter::empty());
+        let (doc, meta) = input.values();
         let mut out = self
             .filter
-            .run((Ctx::new([input.meta.clone()], &inputs), input.doc.clone()));
+            .run((Ctx::new([meta.clone()], &inputs), doc.clone()));
         match out.next() {
             None => Ok(None),
             Some(Ok(v)) => Ok(Some(v.into())),
@@ -177,16 +253,73 @@ mod tests {
     }
 
     #[test]
+    fn documents_convert_as_jaq_converts_them() {
+        let doc = json!({
+            "int": 42, "neg": -7, "big": 18446744073709551615u64, "float": 1.5, "whole": 2.0,
+            "exp": 1e300, "s": "héllo \"q\"", "t": true, "n": null,
+            "arr": [1, "a", [], {}, {"k": [0.25]}], "obj": {"b": 1, "a": 2}
+        });
+        assert!(super::to_val(&doc) == jaq_json::Val::from(doc.clone()));
+        // Numbers keep their text where jq would: through a program and back.
+        let p = Program::compile("[.big, .float, .whole, .int + 1, (.obj | keys)]").unwrap();
+        assert_eq!(
+            p.first(&Input::new(&doc, &Value::Null)).unwrap(),
+            Some(json!([18446744073709551615u64, 1.5, 2.0, 43, ["a", "b"]]))
+        );
+    }
+
+    #[test]
+    fn field_paths_read_in_place_give_what_jaq_gives() {
+        let docs = [
+            json!({"type": "invoice.paid", "data": {"object": {"id": "in_1", "n": 2.0, "u": 18446744073709551615u64}}}),
+            json!({"type": null, "data": null}),
+            json!({"data": {"object": "text"}}),
+            json!({"data": [1, 2]}),
+            json!("a string"),
+            json!([{"type": "x"}]),
+            json!(7),
+            json!(null),
+        ];
+        let programs = [
+            ".type",
+            " .data.object.id ",
+            ".data.object.n",
+            ".data.object.u",
+            ".data.object",
+            ".missing.deeper",
+            "._x1",
+        ];
+        for code in programs {
+            let p = Program::compile(code).unwrap();
+            assert!(p.fields.is_some(), "{code} is a field path");
+            for doc in &docs {
+                let input = Input::new(doc, &Value::Null);
+                assert_eq!(p.first(&input), p.run(&input), "{code} on {doc}");
+            }
+        }
+        // Not plain field paths: jaq runs them.
+        for code in [
+            ".", ".a[0]", ".a | .b", ".\"a b\"", ".a?", "$meta.x", ".1a", "..", ".a.",
+        ] {
+            assert!(
+                Program::compile(code).map_or(true, |p| p.fields.is_none()),
+                "{code}"
+            );
+        }
+        // Indexing a string is jq's error, with its message.
+        let p = Program::compile(".data.object.id").unwrap();
+        let doc = json!({"data": {"object": "text"}});
+        assert!(p.first(&Input::new(&doc, &Value::Null)).is_err());
+    }
+
+    #[test]
     fn truthiness_and_runtime_errors() {
         let p = Program::compile(".amount > 100").unwrap();
-        let input = |v: Value| Input::new(&v, &Value::Null);
-        assert!(p.matches(&input(json!({"amount": 101}))).unwrap());
-        assert!(!p.matches(&input(json!({"amount": 5}))).unwrap());
+        let matches = |p: &Program, v: Value| p.matches(&Input::new(&v, &Value::Null));
+        assert!(matches(&p, json!({"amount": 101})).unwrap());
+        assert!(!matches(&p, json!({"amount": 5})).unwrap());
         assert!(!p.uses_meta());
-        assert!(!Program::compile("empty")
-            .unwrap()
-            .matches(&input(json!(1)))
-            .unwrap());
+        assert!(!matches(&Program::compile("empty").unwrap(), json!(1)).unwrap());
         let e = run(
             &Program::compile(".a + 1").unwrap(),
             json!({"a": "x"}),

@@ -265,7 +265,7 @@ async fn receive(
     State(ingest): State<Arc<Ingest>>,
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
+    mut headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let token = headers.get(TOKEN_HEADER).map_or(&b""[..], |v| v.as_bytes());
@@ -292,16 +292,10 @@ async fn receive(
         method: method.to_string(),
         path: uri.path().to_owned(),
         query: uri.query().unwrap_or("").to_owned(),
-        headers: headers
-            .iter()
-            .filter(|(n, _)| n.as_str() != TOKEN_HEADER)
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        headers: {
+            headers.remove(TOKEN_HEADER);
+            headers
+        },
         body: body.to_vec(),
         client_ip,
         received_at,
@@ -361,9 +355,22 @@ fn client_ip(headers: &HeaderMap, trusted_hops: u8) -> Option<String> {
     hookmesh_filter::client_address(peer, xff(), trusted_hops).map(|ip| ip.to_string())
 }
 
+/// What the provider reads: `{"id": ..., "status": ...}`.
+#[derive(serde::Serialize)]
+struct Reply<'a> {
+    id: &'a str,
+    status: &'a str,
+}
+
 fn reply(status: StatusCode, id: &str, outcome: &str) -> Response {
-    let body = serde_json::json!({"id": id, "status": outcome});
-    (status, axum::Json(body)).into_response()
+    (
+        status,
+        axum::Json(Reply {
+            id,
+            status: outcome,
+        }),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@ use super::config::{DedupKey, InvalidPolicy, Pipeline, Transform};
 use super::SourcePipeline;
 use crate::delivery::Engine;
 use crate::store::{InboundRow, NewDelivery, NewEvent, NewInbound};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use hookmesh_filter::SchemeName;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// A request as the ingest received it from Envoy.
@@ -19,8 +21,8 @@ pub struct Received {
     pub path: String,
     /// Query string without `?`.
     pub query: String,
-    /// Lower-case names, in order; the ingest token is not among them.
-    pub headers: Vec<(String, String)>,
+    /// As received (hyper's, not copied); the ingest token is not among them.
+    pub headers: HeaderMap,
     /// The body.
     pub body: Vec<u8>,
     /// The client address.
@@ -32,23 +34,29 @@ pub struct Received {
 impl Received {
     fn header(&self, name: &str) -> Option<&str> {
         self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .get(name)
+            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
     }
 
     /// The stored inbound event's request.
     pub fn from_row(row: &InboundRow) -> Received {
-        let headers: BTreeMap<String, Value> =
+        let stored: BTreeMap<String, Value> =
             serde_json::from_str(&row.headers).unwrap_or_default();
+        let mut headers = HeaderMap::with_capacity(stored.len());
+        // Every stored name and value came from a request, so each converts back.
+        for (name, value) in stored {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_bytes(value.as_str().unwrap_or_default().as_bytes()),
+            ) {
+                headers.append(name, value);
+            }
+        }
         Received {
             method: row.method.clone(),
             path: row.path.clone(),
             query: row.query.clone(),
-            headers: headers
-                .into_iter()
-                .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_owned()))
-                .collect(),
+            headers,
             body: row.body.clone(),
             client_ip: row.client_ip.clone(),
             received_at: row.received_at,
@@ -79,20 +87,25 @@ pub enum Run {
 
 const ALWAYS_MASKED: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
 
-fn masked_headers(rx: &Received, p: &Pipeline) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
+/// The headers to store and show, sorted by name; borrowed from the request unless masked or
+/// joined.
+fn masked_headers<'a>(rx: &'a Received, p: &Pipeline) -> BTreeMap<&'a str, Cow<'a, str>> {
+    let mut out: BTreeMap<&str, Cow<str>> = BTreeMap::new();
     for (name, value) in &rx.headers {
-        let masked = ALWAYS_MASKED.contains(&name.as_str()) || p.mask_headers.contains(name);
+        let name = name.as_str();
+        let value = String::from_utf8_lossy(value.as_bytes());
+        let masked = ALWAYS_MASKED.contains(&name) || p.mask_headers.iter().any(|m| m == name);
         let value = if masked {
-            crate::secrets::mask(value)
+            Cow::Owned(crate::secrets::mask(&value))
         } else {
-            value.clone()
+            value
         };
         // A repeated header keeps its values, comma-joined as HTTP allows.
-        out.entry(name.clone())
-            .and_modify(|v: &mut String| {
-                v.push_str(", ");
-                v.push_str(&value);
+        out.entry(name)
+            .and_modify(|v| {
+                let joined = v.to_mut();
+                joined.push_str(", ");
+                joined.push_str(&value);
             })
             .or_insert(value);
     }
@@ -100,7 +113,7 @@ fn masked_headers(rx: &Received, p: &Pipeline) -> BTreeMap<String, String> {
 }
 
 /// `$meta` for jq programs and templates.
-fn meta(src: &SourcePipeline, rx: &Received, headers: &BTreeMap<String, String>) -> Value {
+fn meta(src: &SourcePipeline, rx: &Received, headers: &BTreeMap<&str, Cow<str>>) -> Value {
     let query: serde_json::Map<String, Value> = url::form_urlencoded::parse(rx.query.as_bytes())
         .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
         .collect();
@@ -114,6 +127,40 @@ fn meta(src: &SourcePipeline, rx: &Received, headers: &BTreeMap<String, String>)
         "query": query,
         "headers": headers,
     })
+}
+
+/// What a route decided for a webhook, as the inbound event's `routing` shows it. The fields
+/// are in the order of their names, as the JSON objects this replaced were written.
+#[derive(Debug, Default, serde::Serialize)]
+struct Decision<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    destinations: Option<Vec<Destination>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<String>,
+    matched: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order_key_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    route: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    sampled_out: bool,
+}
+
+/// One destination of a matched route.
+#[derive(Debug, Default, serde::Serialize)]
+struct Destination {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivery_id: Option<String>,
+    endpoint_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failover_for: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skipped: Option<&'static str>,
 }
 
 /// Delivery-id headers, most specific first.
@@ -284,16 +331,17 @@ pub async fn run(
         row.error = Some(reason);
         store(row, Vec::new())
     };
-    let result = match &p.transform {
-        Transform::Identity => doc.clone(),
+    // The transformation's result is wanted only as the events' payload text.
+    let payload = match &p.transform {
+        Transform::Identity => doc.to_string(),
         Transform::Jq(program) => match program.first(&input) {
-            Ok(Some(v)) => v,
+            Ok(Some(v)) => v.to_string(),
             Ok(None) => return failed(row, "the transformation produced no output".into()),
             Err(e) => return failed(row, format!("the transformation failed: {e}")),
         },
         Transform::Template(t) => {
             match crate::delivery::body::render_json(t, &json!({"payload": doc, "meta": meta})) {
-                Ok(v) => v,
+                Ok(v) => v.to_string(),
                 Err(e) => return failed(row, e),
             }
         }
@@ -314,17 +362,18 @@ pub async fn run(
             Err(e) => return failed(row, format!("the event type program failed: {e}")),
         },
     };
-    let payload = result.to_string();
     row.result = Some(payload.clone());
     row.event_type = Some(event_type.clone());
     let now = crate::ids::now_ms();
     let mut decisions = Vec::new();
     let mut events = Vec::new();
     for route in &p.routes {
-        let mut decision = json!({"route": route.name});
+        let mut decision = Decision {
+            route: &route.name,
+            ..Decision::default()
+        };
         if !crate::api::event_type_matches(&route.event_types, &event_type) {
-            decision["matched"] = json!(false);
-            decision["reason"] = json!("event type not selected");
+            decision.reason = Some("event type not selected");
             decisions.push(decision);
             continue;
         }
@@ -332,21 +381,19 @@ pub async fn run(
             match when.matches(&input) {
                 Ok(true) => {}
                 Ok(false) => {
-                    decision["matched"] = json!(false);
                     decisions.push(decision);
                     continue;
                 }
                 Err(e) => {
-                    decision["matched"] = json!(false);
-                    decision["error"] = json!(format!("the condition failed: {e}"));
+                    decision.error = Some(format!("the condition failed: {e}"));
                     decisions.push(decision);
                     continue;
                 }
             }
         }
-        decision["matched"] = json!(true);
+        decision.matched = true;
         if draw(&row.id, &route.name) >= route.sample {
-            decision["sampled_out"] = json!(true);
+            decision.sampled_out = true;
             decisions.push(decision);
             if route.stop {
                 break;
@@ -360,7 +407,7 @@ pub async fn run(
                 Ok(Some(Value::Number(n))) => Some(n.to_string()),
                 Ok(_) => None,
                 Err(e) => {
-                    decision["order_key_error"] = json!(e);
+                    decision.order_key_error = Some(e);
                     None
                 }
             },
@@ -389,16 +436,22 @@ pub async fn run(
                 },
             };
             let Some((endpoint, instead_of)) = chosen else {
-                destinations.push(json!({"endpoint_id": primary, "skipped": "no such endpoint"}));
+                destinations.push(Destination {
+                    endpoint_id: primary.clone(),
+                    skipped: Some("no such endpoint"),
+                    ..Destination::default()
+                });
                 continue;
             };
             if !seen.insert(endpoint.id.clone()) {
                 continue;
             }
             let delivery_id = crate::ids::new_sequential_id("dlv");
-            destinations.push(match instead_of {
-                Some(p) => json!({"endpoint_id": endpoint.id, "delivery_id": delivery_id, "failover_for": p}),
-                None => json!({"endpoint_id": endpoint.id, "delivery_id": delivery_id}),
+            destinations.push(Destination {
+                delivery_id: Some(delivery_id.clone()),
+                endpoint_id: endpoint.id.clone(),
+                failover_for: instead_of,
+                skipped: None,
             });
             deliveries.push(NewDelivery {
                 id: delivery_id,
@@ -410,7 +463,7 @@ pub async fn run(
         }
         if !deliveries.is_empty() {
             let event_id = crate::ids::new_id("evt");
-            decision["event_id"] = json!(event_id);
+            decision.event_id = Some(event_id.clone());
             events.push(NewEvent {
                 id: event_id,
                 tenant_id: src.tenant_id.clone(),
@@ -424,15 +477,15 @@ pub async fn run(
             });
         }
         if let Some(k) = order_key {
-            decision["order_key"] = json!(k);
+            decision.order_key = Some(k);
         }
-        decision["destinations"] = Value::Array(destinations);
+        decision.destinations = Some(destinations);
         decisions.push(decision);
         if route.stop {
             break;
         }
     }
-    row.routing = Value::Array(decisions).to_string();
+    row.routing = serde_json::to_string(&decisions).unwrap_or_else(|_| "[]".into());
     store(row, events)
 }
 
@@ -447,7 +500,12 @@ mod tests {
             query: String::new(),
             headers: headers
                 .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .map(|(k, v)| {
+                    (
+                        HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                        HeaderValue::from_str(v).unwrap(),
+                    )
+                })
                 .collect(),
             body: Vec::new(),
             client_ip: None,
@@ -486,6 +544,54 @@ mod tests {
             Some("7")
         );
         assert_eq!(dedup_key(&DedupKey::Off, None, &r, Some(&doc)), None);
+    }
+
+    #[test]
+    fn routing_decisions_read_as_sorted_json_objects() {
+        let decisions = [
+            Decision {
+                route: "all",
+                matched: true,
+                event_id: Some("evt_1".into()),
+                order_key: Some("cus_9".into()),
+                destinations: Some(vec![
+                    Destination {
+                        delivery_id: Some("dlv_1".into()),
+                        endpoint_id: "ep_2".into(),
+                        failover_for: Some("ep_1".into()),
+                        skipped: None,
+                    },
+                    Destination {
+                        endpoint_id: "ep_gone".into(),
+                        skipped: Some("no such endpoint"),
+                        ..Destination::default()
+                    },
+                ]),
+                ..Decision::default()
+            },
+            Decision {
+                route: "other",
+                reason: Some("event type not selected"),
+                ..Decision::default()
+            },
+            Decision {
+                route: "some",
+                matched: true,
+                sampled_out: true,
+                ..Decision::default()
+            },
+        ];
+        let expected = json!([
+            {"route": "all", "matched": true, "event_id": "evt_1", "order_key": "cus_9", "destinations": [
+                {"endpoint_id": "ep_2", "delivery_id": "dlv_1", "failover_for": "ep_1"},
+                {"endpoint_id": "ep_gone", "skipped": "no such endpoint"}]},
+            {"route": "other", "matched": false, "reason": "event type not selected"},
+            {"route": "some", "matched": true, "sampled_out": true}
+        ]);
+        assert_eq!(
+            serde_json::to_string(&decisions).unwrap(),
+            expected.to_string()
+        );
     }
 
     #[test]
