@@ -261,11 +261,14 @@ pub async fn serve_ingest(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     match listener {
-        IngestListener::Tcp(l) => Ok(axum::serve(l, ingest.router())
-            .with_graceful_shutdown(shutdown)
-            .await?),
+        IngestListener::Tcp(l) => Ok(axum::serve(
+            l,
+            axum::ServiceExt::into_make_service(ingest.service()),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?),
         IngestListener::Unix(l, path) => {
-            let served = axum::serve(l, ingest.router())
+            let served = axum::serve(l, axum::ServiceExt::into_make_service(ingest.service()))
                 .with_graceful_shutdown(shutdown)
                 .await;
             let _ = std::fs::remove_file(&path);

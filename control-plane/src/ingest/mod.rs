@@ -21,10 +21,11 @@ use crate::secrets::MasterKeys;
 use crate::store::{Kind, Store, StoreError, Stored};
 use crate::telemetry::Metrics;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
+use axum::handler::Handler;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use config::Pipeline;
 use hookmesh_filter::config::SourceMode;
 use hookmesh_filter::SchemeName;
@@ -33,6 +34,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::Notify;
+use tower::Service;
 
 /// The header carrying the deployment's ingest token.
 pub const TOKEN_HEADER: &str = "x-hookmesh-ingest-token";
@@ -251,10 +253,21 @@ impl Ingest {
         }
     }
 
-    /// The ingest listener's routes.
-    pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
-            .fallback(receive)
+    /// The ingest listener's service: its one handler, without a router. For a single
+    /// catch-all, a router only added work to every request (a boxed service clone and its
+    /// path-parameter extension).
+    pub fn service(
+        self: &Arc<Self>,
+    ) -> impl Service<
+        axum::extract::Request,
+        Response = Response,
+        Error = std::convert::Infallible,
+        Future: Send,
+    > + Clone
+           + Send
+           + Sync
+           + 'static {
+        receive
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .with_state(self.clone())
     }
@@ -266,8 +279,16 @@ async fn receive(
     method: Method,
     uri: Uri,
     mut headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        // A problem document like every other refusal, not axum's plain text.
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return ApiError::PayloadTooLarge.into_response()
+        }
+        Err(e) => return ApiError::BadRequest(e.body_text()).into_response(),
+    };
     let token = headers.get(TOKEN_HEADER).map_or(&b""[..], |v| v.as_bytes());
     if !ingest.keys.accepts_ingest_token(token) {
         return ApiError::Forbidden(

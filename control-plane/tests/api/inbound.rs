@@ -168,6 +168,9 @@ async fn the_ingest_refuses_requests_without_the_filter_token() {
             .contains("x-hookmesh-ingest-token"));
     }
     app.ingest("nosuch", &[], b"{}").await.expect(404);
+    // Bodies above the ingest's limit are refused before they are read whole.
+    let huge = vec![b' '; hookmesh::ingest::BODY_LIMIT + 1];
+    app.ingest("gh", &[], &huge).await.expect(413);
     let list = app.get("/v1/inbound_events", ADMIN).await.expect(200).json;
     assert_eq!(list["data"], json!([]), "nothing stored");
     // With the token, the same request is accepted.

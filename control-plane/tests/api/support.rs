@@ -236,11 +236,15 @@ impl TestApp {
             req = req.header(*n, *v);
         }
         let req = req.body(Body::from(body.to_vec())).unwrap();
-        Self::answer(self.state.ingest.router(), req).await
+        Self::answer(self.state.ingest.service(), req).await
     }
 
-    async fn answer(router: Router, req: Request<Body>) -> Resp {
-        let resp = router.oneshot(req).await.unwrap();
+    async fn answer<S>(service: S, req: Request<Body>) -> Resp
+    where
+        S: tower::Service<Request<Body>, Response = axum::response::Response>,
+        S::Error: std::fmt::Debug,
+    {
+        let resp = service.oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
