@@ -32,10 +32,11 @@ pub struct Received {
 }
 
 impl Received {
-    fn header(&self, name: &str) -> Option<&str> {
+    /// The first value of a header, read as it is stored (invalid UTF-8 replaced).
+    fn header(&self, name: &str) -> Option<Cow<'_, str>> {
         self.headers
             .get(name)
-            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
     }
 
     /// The stored inbound event's request.
@@ -185,12 +186,12 @@ fn dedup_key(
     };
     let key = match key {
         DedupKey::Off => None,
-        DedupKey::Header(h) => rx.header(&h.to_ascii_lowercase()).map(str::to_owned),
+        DedupKey::Header(h) => rx.header(&h.to_ascii_lowercase()).map(Cow::into_owned),
         DedupKey::Pointer(p) => doc.and_then(|d| d.pointer(p)).and_then(text),
         DedupKey::Auto => ID_HEADERS
             .iter()
             .find_map(|h| rx.header(h))
-            .map(str::to_owned)
+            .map(Cow::into_owned)
             .or_else(|| {
                 let pointer = match scheme? {
                     SchemeName::Stripe => "/id",
@@ -261,7 +262,7 @@ pub async fn run(
         updated_at: crate::ids::now_ms(),
     };
     let content_type = rx.header("content-type");
-    let parsed = super::parse::document(content_type, &row.body).await;
+    let parsed = super::parse::document(content_type.as_deref(), &row.body).await;
     let mut dedup_until = None;
     if how == Run::Arrival {
         if let Some((key, window)) = &p.dedup {
