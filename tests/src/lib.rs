@@ -399,6 +399,78 @@ fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
+/// A throwaway CA and a server certificate it issued for `localhost` and 127.0.0.1.
+pub struct TestPki {
+    /// The CA's certificate (PEM), for the client to trust.
+    pub ca: PathBuf,
+    /// The server's certificate (PEM).
+    pub cert: PathBuf,
+    /// The server's private key (PEM).
+    pub key: PathBuf,
+}
+
+/// Makes a [`TestPki`] in a new scratch directory with openssl. A self-signed server
+/// certificate would not do: rustls refuses a CA certificate as a server's own.
+pub fn test_pki() -> TestPki {
+    let dir = scratch_dir("pki");
+    let pki = TestPki {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    let ca_key = dir.join("ca-key.pem");
+    let openssl = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let common = [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "1",
+    ];
+    let mut ca: Vec<&std::ffi::OsStr> = common.iter().map(std::ffi::OsStr::new).collect();
+    ca.extend(["-subj", "/CN=hookmesh test CA", "-keyout"].map(std::ffi::OsStr::new));
+    ca.extend([ca_key.as_os_str(), "-out".as_ref(), pki.ca.as_os_str()]);
+    openssl(&ca);
+    let mut leaf: Vec<&std::ffi::OsStr> = common.iter().map(std::ffi::OsStr::new).collect();
+    leaf.extend(
+        [
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-CA",
+        ]
+        .map(std::ffi::OsStr::new),
+    );
+    leaf.extend([
+        pki.ca.as_os_str(),
+        "-CAkey".as_ref(),
+        ca_key.as_os_str(),
+        "-keyout".as_ref(),
+        pki.key.as_os_str(),
+        "-out".as_ref(),
+        pki.cert.as_os_str(),
+    ]);
+    openssl(&leaf);
+    pki
+}
+
 /// Validates a filter configuration the way Envoy would load it (`envoy --mode validate`).
 /// Returns whether Envoy accepted it, and its output.
 pub fn envoy_validate(opts: &EnvoyOptions) -> (bool, String) {
@@ -427,6 +499,8 @@ pub struct Received {
     pub headers: Vec<(String, String)>,
     /// Body.
     pub body: Vec<u8>,
+    /// HTTP version, e.g. `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
 }
 
 impl Received {
@@ -467,6 +541,30 @@ impl Receiver {
     /// Starts the receiver on a given port (0: any free one), e.g. to bring back a receiver
     /// that was down.
     pub fn start_on(port: u16) -> Receiver {
+        Receiver::serve(port, None)
+    }
+
+    /// Starts an HTTPS receiver with `cert` (PEM chain) and `key`, offering HTTP/2 and HTTP/1.1
+    /// by ALPN.
+    pub fn start_tls(cert: &Path, key: &Path) -> Receiver {
+        use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_file_iter(cert)
+            .expect("read cert")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("parse cert");
+        let key = PrivateKeyDer::from_pem_file(key).expect("read key");
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server certificate");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Receiver::serve(0, Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
+
+    fn serve(port: u16, tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind receiver");
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
@@ -492,7 +590,7 @@ impl Receiver {
                         _ = &mut rx => return,
                         accepted = listener.accept() => match accepted { Ok((s, _)) => s, Err(_) => continue },
                     };
-                    let (rec, st) = (rec.clone(), st.clone());
+                    let (rec, st, tls) = (rec.clone(), st.clone(), tls.clone());
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                             let (rec, st) = (rec.clone(), st.clone());
@@ -501,13 +599,15 @@ impl Receiver {
                                 let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
                                 rec.lock().expect("lock").push(Received {
                                     method: parts.method.to_string(),
-                                    path: parts.uri.to_string(),
+                                    // HTTP/2 carries the absolute URI.
+                                    path: parts.uri.path_and_query().map_or_else(|| parts.uri.to_string(), ToString::to_string),
                                     headers: parts
                                         .headers
                                         .iter()
                                         .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
                                         .collect(),
                                     body,
+                                    version: format!("{:?}", parts.version),
                                 });
                                 let (status, headers, delay) = {
                                     let mut s = st.lock().expect("lock");
@@ -528,8 +628,19 @@ impl Receiver {
                                 Ok::<_, std::convert::Infallible>(resp)
                             }
                         });
+                        let Some(tls) = tls else {
+                            let io = hyper_util::rt::TokioIo::new(stream);
+                            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                            return;
+                        };
+                        let Ok(stream) = tls.accept(stream).await else { return };
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
                         let io = hyper_util::rt::TokioIo::new(stream);
-                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                        if h2 {
+                            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new()).serve_connection(io, service).await;
+                        } else {
+                            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                        }
                     });
                 }
             });
@@ -1064,26 +1175,7 @@ impl ControlPlane {
         let (port, xds_port, admin_key) =
             (options.port, options.xds_port, options.admin_key.clone());
         let log = data_dir.join(format!("server-{}.log", free_port()));
-        let child = Command::new(hookmesh_bin())
-            .arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--xds-listen", &format!("127.0.0.1:{xds_port}")])
-            .args(["--ingest-listen", &options.ingest.listen_arg()])
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .arg("--wasm-module")
-            .arg(&options.wasm_module)
-            .env("HOOKMESH_ADMIN_KEY", &admin_key)
-            .args(&options.extra_args)
-            .args(
-                options
-                    .database_url
-                    .iter()
-                    .flat_map(|u| ["--database-url".to_owned(), u.clone()]),
-            )
-            .env("HOOKMESH_LOG", &options.log)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("create server log"))
+        let child = ControlPlane::command(&options, &log)
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
@@ -1117,6 +1209,57 @@ impl ControlPlane {
             "hookmesh not ready:\n{}",
             std::fs::read_to_string(&cp.log).unwrap_or_default()
         );
+    }
+
+    /// Runs `hookmesh serve` with `options` where start-up must fail; returns what it printed.
+    ///
+    /// # Panics
+    /// When it exits successfully or is still running after 30 s.
+    pub fn start_failing(options: ControlPlaneOptions) -> String {
+        let log = options.data_dir.join(format!("server-{}.log", free_port()));
+        let mut child = ControlPlane::command(&options, &log)
+            .spawn()
+            .expect("start hookmesh");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                assert!(!status.success(), "hookmesh started and exited 0:\n{text}");
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "hookmesh did not fail to start:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    fn command(options: &ControlPlaneOptions, log: &Path) -> Command {
+        let mut command = Command::new(hookmesh_bin());
+        command
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{}", options.port)])
+            .args(["--xds-listen", &format!("127.0.0.1:{}", options.xds_port)])
+            .args(["--ingest-listen", &options.ingest.listen_arg()])
+            .arg("--data-dir")
+            .arg(&options.data_dir)
+            .arg("--wasm-module")
+            .arg(&options.wasm_module)
+            .env("HOOKMESH_ADMIN_KEY", &options.admin_key)
+            .args(&options.extra_args)
+            .args(
+                options
+                    .database_url
+                    .iter()
+                    .flat_map(|u| ["--database-url".to_owned(), u.clone()]),
+            )
+            .env("HOOKMESH_LOG", &options.log)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("create server log"));
+        command
     }
 
     /// A JSON request with the admin key.

@@ -771,7 +771,7 @@ pub struct EndpointRuntime {
     /// Destination.
     pub url: String,
     /// The destination parsed once (`None` if a stored URL no longer parses).
-    pub target: Option<url::Url>,
+    pub target: Option<crate::delivery::send::Target>,
     /// Subscriptions (`*`, `invoice.*`, exact names; empty = all).
     pub event_types: Vec<String>,
     /// Extra headers.
@@ -863,7 +863,7 @@ pub fn runtime(
     Ok(EndpointRuntime {
         id: r.id.clone(),
         tenant_id: r.tenant_id.clone(),
-        target: url::Url::parse(&s.url).ok(),
+        target: crate::delivery::send::Target::parse(&s.url),
         url: s.url,
         event_types: s.event_types,
         headers: s.headers,

@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// comma-separated CIDRs; by default such destinations are refused.
     #[arg(long, env = "HOOKMESH_ALLOW_DESTINATION_CIDRS", value_delimiter = ',')]
     pub allow_destination_cidrs: Vec<String>,
+    /// A PEM file of CA certificates to trust for HTTPS endpoints besides the Mozilla roots,
+    /// e.g. a private or service-mesh CA.
+    #[arg(long, env = "HOOKMESH_DELIVERY_CA_FILE")]
+    pub delivery_ca_file: Option<std::path::PathBuf>,
     /// Disable an endpoint after it has failed continuously for this many hours (an operational
     /// event `hookmesh.endpoint.disabled` tells whoever subscribes to it).
     #[arg(
@@ -225,6 +229,27 @@ fn keys(db: &DbArgs, k: &KeyArgs) -> anyhow::Result<MasterKeys> {
     )?)
 }
 
+/// The CA certificates in `path` (PEM), each checked to be usable as a trust anchor.
+fn trusted_cas(
+    path: &std::path::Path,
+) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let name = || format!("--delivery-ca-file {}", path.display());
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(name)?;
+    if certs.is_empty() {
+        anyhow::bail!("{}: no PEM certificate in the file", name());
+    }
+    let mut check = rustls::RootCertStore::empty();
+    for (i, cert) in certs.iter().enumerate() {
+        check
+            .add(cert.clone())
+            .with_context(|| format!("{}: certificate {}", name(), i + 1))?;
+    }
+    Ok(certs)
+}
+
 /// Runs `serve` until SIGINT or SIGTERM.
 ///
 /// # Errors
@@ -244,6 +269,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let delivery = crate::delivery::DeliverySettings {
         allow_destination_cidrs: allow,
+        trusted_cas: match &args.delivery_ca_file {
+            Some(path) => trusted_cas(path)?,
+            None => Vec::new(),
+        },
         concurrency: args.delivery_concurrency,
         breaker_threshold: args.breaker_consecutive_failures,
         breaker_failure_ratio: args.breaker_failure_ratio,

@@ -42,6 +42,9 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 pub struct DeliverySettings {
     /// Destination CIDRs allowed despite being internal (tests: 127.0.0.0/8).
     pub allow_destination_cidrs: Vec<Cidr>,
+    /// CA certificates trusted for HTTPS destinations besides the Mozilla roots (a private or
+    /// mesh CA).
+    pub trusted_cas: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// Attempts in flight at most (the adaptive limit's upper bound).
     pub concurrency: usize,
     /// Consecutive failures that open an endpoint's circuit.
@@ -60,6 +63,7 @@ impl Default for DeliverySettings {
     fn default() -> Self {
         DeliverySettings {
             allow_destination_cidrs: Vec::new(),
+            trusted_cas: Vec::new(),
             concurrency: 256,
             breaker_threshold: 5,
             breaker_failure_ratio: 0.5,
@@ -105,9 +109,9 @@ pub enum DeliveryError {
     /// Loading endpoints.
     #[error("loading endpoints: {0}")]
     Store(#[from] StoreError),
-    /// The HTTP client.
+    /// The HTTP client's TLS stack.
     #[error("building the HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
+    Client(#[from] rustls::Error),
     /// The writer thread.
     #[error("starting the store writer thread: {0}")]
     Thread(std::io::Error),
@@ -178,6 +182,7 @@ impl Engine {
             sender: send::Sender::new(
                 send::DestinationGuard::new(settings.allow_destination_cidrs),
                 settings.concurrency,
+                settings.trusted_cas,
             )?,
             permits: Arc::new(Semaphore::new(controller.limit())),
             concurrency,

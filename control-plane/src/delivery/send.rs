@@ -1,11 +1,22 @@
-//! The HTTP side of an attempt: a pooled client (HTTP/1.1 keep-alive and HTTP/2), no redirects,
+//! The HTTP side of an attempt: hyper's pooled client (HTTP/1.1 keep-alive, HTTP/2 over TLS), no redirects,
 //! a per-endpoint timeout, and SSRF protection checked on the addresses actually connected to:
 //! the client's resolver drops loopback, private, link-local, CGNAT, ULA and metadata addresses
 //! (unless an operator allowed their CIDRs), so DNS rebinding cannot reach them either.
 
+use axum::http::header::USER_AGENT;
+use axum::http::{HeaderName, HeaderValue, Method, Request, Uri};
+use bytes::Bytes;
 use hookmesh_filter::Cidr;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::{dns::Name, HttpConnector};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::CertificateDer;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// Responses bodies are kept up to this size in attempt records.
@@ -53,28 +64,69 @@ fn internal(ip: IpAddr) -> bool {
     }
 }
 
+/// Resolves names for the client, keeping only the addresses the guard permits.
+#[derive(Clone)]
 struct GuardedResolver(Arc<DestinationGuard>);
 
-impl reqwest::dns::Resolve for GuardedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+impl tower::Service<Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
         let guard = self.0.clone();
         Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> = addrs
-                .iter()
-                .copied()
+            let host = name.as_str();
+            let allowed: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
+                .await?
                 .filter(|a| guard.permits(a.ip()))
                 .collect();
             if allowed.is_empty() {
-                return Err(format!(
-                    "refused destination: {host} resolves only to internal addresses"
-                )
-                .into());
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("refused destination: {host} resolves only to internal addresses"),
+                ));
             }
-            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+            Ok(allowed.into_iter())
         })
+    }
+}
+
+/// An endpoint's URL, parsed once for delivery.
+#[derive(Debug, Clone)]
+pub struct Target {
+    url: url::Url,
+    /// The same URL as the request carries it, when it has no per-attempt query.
+    uri: Uri,
+    /// The host, when it is an IP address: such hosts never reach the resolver.
+    literal: Option<IpAddr>,
+}
+
+impl Target {
+    /// `None` when `url` is not an absolute URL a request can carry.
+    pub fn parse(url: &str) -> Option<Target> {
+        let url = url::Url::parse(url).ok()?;
+        let uri = Uri::try_from(url.as_str()).ok()?;
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+            Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+            _ => None,
+        };
+        Some(Target { url, uri, literal })
+    }
+
+    /// The request's URI, with `query` appended to the endpoint's own.
+    fn uri(&self, query: &[(&str, &str)]) -> Result<Uri, String> {
+        if query.is_empty() {
+            return Ok(self.uri.clone());
+        }
+        let mut url = self.url.clone();
+        url.query_pairs_mut().extend_pairs(query);
+        Uri::try_from(String::from(url)).map_err(|e| format!("bad URL with its query: {e}"))
     }
 }
 
@@ -95,77 +147,96 @@ pub struct Outcome {
     pub duration: Duration,
 }
 
-/// The HTTP client.
+type Connector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
+
+/// The HTTP client: hyper's pooled client used directly. A general-purpose client (reqwest)
+/// formatted and parsed every request's URL again in its redirect and response layers, even
+/// with redirects off; here the URL is parsed once per endpoint.
 pub struct Sender {
-    client: reqwest::Client,
+    client: Client<Connector, Full<Bytes>>,
     guard: Arc<DestinationGuard>,
+    user_agent: HeaderValue,
 }
 
 impl Sender {
-    /// Builds the pooled client.
+    /// Builds the pooled client: HTTP/1.1, and HTTP/2 where TLS negotiates it. HTTPS
+    /// destinations are trusted by the Mozilla root certificates (webpki-roots) and `extra_roots`.
     ///
     /// # Errors
-    /// When the TLS stack cannot initialise.
-    pub fn new(guard: DestinationGuard, connections: usize) -> Result<Sender, reqwest::Error> {
+    /// When the TLS stack cannot initialise or an extra root is not a usable CA certificate.
+    pub fn new(
+        guard: DestinationGuard,
+        connections: usize,
+        extra_roots: Vec<CertificateDer<'static>>,
+    ) -> Result<Sender, rustls::Error> {
         let guard = Arc::new(guard);
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
+        let mut http = HttpConnector::new_with_resolver(GuardedResolver(guard.clone()));
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        for root in extra_roots {
+            roots.add(root)?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
             // As many idle connections as attempts in flight: fewer makes them churn.
             .pool_max_idle_per_host(connections)
             .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .user_agent(concat!("hookmesh/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Sender { client, guard })
+            .pool_timer(TokioTimer::new())
+            .build(https);
+        Ok(Sender {
+            client,
+            guard,
+            user_agent: HeaderValue::from_static(concat!("hookmesh/", env!("CARGO_PKG_VERSION"))),
+        })
     }
 
-    /// Sends one request: `method` to `url` plus `query` parameters.
+    /// Sends one request: `method` to `target` plus `query` parameters. `timeout` bounds the
+    /// whole exchange, the response body included; what came before it is kept.
     pub async fn send(
         &self,
         method: &str,
-        url: &reqwest::Url,
+        target: &Target,
         query: &[(&str, &str)],
         headers: &[(String, String)],
-        body: bytes::Bytes,
+        body: Bytes,
         timeout: Duration,
     ) -> Outcome {
         let start = Instant::now();
         let mut out = Outcome::default();
-        let mut parsed = url.clone();
-        if !query.is_empty() {
-            parsed.query_pairs_mut().extend_pairs(query);
-        }
-        let Ok(method) = reqwest::Method::from_bytes(method.as_bytes()) else {
-            out.error = Some(("request", format!("bad method {method}")));
-            return out;
-        };
-        // IP literals never reach the resolver.
-        let literal = match parsed.host() {
-            Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
-            Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
-            _ => None,
-        };
-        if let Some(ip) = literal.filter(|ip| !self.guard.permits(*ip)) {
+        if let Some(ip) = target.literal.filter(|ip| !self.guard.permits(*ip)) {
             out.error = Some((
                 "refused_destination",
                 format!("refused destination: {ip} is an internal address"),
             ));
             return out;
         }
-        let mut req = self
-            .client
-            .request(method, parsed)
-            .timeout(timeout)
-            .body(body);
-        for (n, v) in headers {
-            req = req.header(n.as_str(), v.as_str());
-        }
-        match req.send().await {
-            Ok(mut resp) => {
-                out.status = Some(resp.status().as_u16());
-                out.headers = resp
-                    .headers()
+        let request = match self.request(method, target, query, headers, body) {
+            Ok(request) => request,
+            Err(message) => {
+                out.error = Some(("request", message));
+                return out;
+            }
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        match tokio::time::timeout_at(deadline, self.client.request(request)).await {
+            Ok(Ok(response)) => {
+                let (head, mut body) = response.into_parts();
+                out.status = Some(head.status.as_u16());
+                out.headers = head
+                    .headers
                     .iter()
                     .map(|(n, v)| {
                         (
@@ -174,28 +245,28 @@ impl Sender {
                         )
                     })
                     .collect();
-                out.retry_after = resp
-                    .headers()
+                out.retry_after = head
+                    .headers
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
                 let mut kept = Vec::new();
                 while kept.len() < BODY_KEPT {
-                    match resp.chunk().await {
-                        Ok(Some(c)) => {
-                            kept.extend_from_slice(&c[..c.len().min(BODY_KEPT - kept.len())])
+                    match tokio::time::timeout_at(deadline, body.frame()).await {
+                        Ok(Some(Ok(frame))) => {
+                            if let Some(c) = frame.data_ref() {
+                                kept.extend_from_slice(&c[..c.len().min(BODY_KEPT - kept.len())]);
+                            }
                         }
                         _ => break,
                     }
                 }
                 out.body = String::from_utf8_lossy(&kept).into_owned();
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 let text = error_chain(&e);
                 let class = if text.contains("refused destination") {
                     "refused_destination"
-                } else if e.is_timeout() {
-                    "timeout"
                 } else if e.is_connect() {
                     "connect"
                 } else {
@@ -203,9 +274,42 @@ impl Sender {
                 };
                 out.error = Some((class, text));
             }
+            Err(_) => {
+                out.error = Some((
+                    "timeout",
+                    format!("no response within {} ms", timeout.as_millis()),
+                ));
+            }
         }
         out.duration = start.elapsed();
         out
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        target: &Target,
+        query: &[(&str, &str)],
+        headers: &[(String, String)],
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>, String> {
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() =
+            Method::from_bytes(method.as_bytes()).map_err(|_| format!("bad method {method}"))?;
+        *request.uri_mut() = target.uri(query)?;
+        let map = request.headers_mut();
+        map.reserve(headers.len() + 1);
+        for (n, v) in headers {
+            let name = HeaderName::from_bytes(n.as_bytes())
+                .map_err(|_| format!("bad header name {n:?}"))?;
+            let value =
+                HeaderValue::from_str(v).map_err(|_| format!("bad value for header {n}"))?;
+            map.append(name, value);
+        }
+        // The endpoint's own User-Agent, if it has one, wins.
+        map.entry(USER_AGENT)
+            .or_insert_with(|| self.user_agent.clone());
+        Ok(request)
     }
 }
 

@@ -105,3 +105,114 @@ fn deliver_at_schedules_the_first_attempt() {
         .as_millis() as i64;
     assert!(delivered_ms >= at_ms, "delivered early");
 }
+
+/// The first attempt of the one delivery of `event_id`: (error class, error message).
+fn first_attempt(cp: &ControlPlane, event_id: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let list = cp.json(
+            "GET",
+            &format!("/v1/deliveries?event_id={event_id}"),
+            None,
+            200,
+        );
+        if let Some(d) = list["data"].as_array().and_then(|d| d.first()) {
+            let id = d["id"].as_str().unwrap();
+            let attempts = cp.json("GET", &format!("/v1/deliveries/{id}/attempts"), None, 200);
+            if let Some(a) = attempts.as_array().and_then(|a| a.first()) {
+                return a.clone();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no attempt for {event_id}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// HTTPS endpoints: HTTP/2 when the receiver offers it by ALPN; a private CA is trusted only
+/// when `--delivery-ca-file` names it.
+#[test]
+fn https_endpoints_speak_http2_and_trust_only_the_configured_cas() {
+    let pki = test_pki();
+    let receiver = Receiver::start_tls(&pki.cert, &pki.key);
+    let url = format!("https://localhost:{}/tls", receiver.port);
+    let publish = |cp: &ControlPlane| {
+        let tenant = cp.json("POST", "/v1/tenants", Some(&json!({"name": "acme"})), 201)["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        cp.json(
+            "POST",
+            "/v1/endpoints",
+            Some(&json!({"tenant_id": tenant, "url": url})),
+            201,
+        );
+        cp.json("POST", "/v1/events", Some(&json!({"tenant_id": tenant, "event_type": "invoice.paid", "payload": {"id": "in_1"}})), 202)["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let loopback = vec![
+        "--allow-destination-cidrs".to_owned(),
+        "127.0.0.0/8".to_owned(),
+    ];
+
+    // Only the Mozilla roots: the test CA's certificate is refused before anything is sent.
+    let untrusting = ControlPlane::start_with(ControlPlaneOptions {
+        extra_args: loopback.clone(),
+        ..ControlPlaneOptions::default()
+    });
+    let attempt = first_attempt(&untrusting, &publish(&untrusting));
+    assert_eq!(attempt["error_class"], "connect", "{attempt}");
+    assert!(
+        attempt["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("certificate"),
+        "{attempt}"
+    );
+    assert!(receiver.received().is_empty());
+    drop(untrusting);
+
+    let ca = pki.ca.display().to_string();
+    let trusting = ControlPlane::start_with(ControlPlaneOptions {
+        extra_args: [loopback, vec!["--delivery-ca-file".to_owned(), ca]].concat(),
+        ..ControlPlaneOptions::default()
+    });
+    let event = publish(&trusting);
+    let got = receiver.wait_for(1).remove(0);
+    assert_eq!(got.version, "HTTP/2.0");
+    assert_eq!(got.path, "/tls");
+    assert_eq!(got.header_values("webhook-id").len(), 1, "{got:?}");
+    assert!(
+        String::from_utf8_lossy(&got.body).contains("in_1"),
+        "{got:?}"
+    );
+    let attempt = first_attempt(&trusting, &event);
+    assert_eq!(attempt["status_code"], 200, "{attempt}");
+}
+
+/// A CA file that cannot be used stops the start with a message naming the flag.
+#[test]
+fn an_unusable_delivery_ca_file_is_a_clear_start_up_error() {
+    let options = ControlPlaneOptions::default();
+    let garbage = options.data_dir.join("not-a-ca.pem");
+    std::fs::write(&garbage, "hello\n").unwrap();
+    let missing = options.data_dir.join("missing.pem");
+    for (file, expect) in [
+        (&garbage, "no PEM certificate in the file"),
+        (&missing, "No such file"),
+    ] {
+        let text = ControlPlane::start_failing(ControlPlaneOptions {
+            extra_args: vec!["--delivery-ca-file".to_owned(), file.display().to_string()],
+            ..options.clone()
+        });
+        assert!(
+            text.contains(&format!("--delivery-ca-file {}", file.display()))
+                && text.contains(expect),
+            "{text}"
+        );
+    }
+}
