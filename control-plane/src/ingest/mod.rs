@@ -21,10 +21,9 @@ use crate::secrets::MasterKeys;
 use crate::store::{Kind, Store, StoreError, Stored};
 use crate::telemetry::Metrics;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::handler::Handler;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use config::Pipeline;
 use hookmesh_filter::config::SourceMode;
@@ -273,15 +272,16 @@ impl Ingest {
     }
 }
 
-/// One webhook from Envoy.
-async fn receive(
-    State(ingest): State<Arc<Ingest>>,
-    method: Method,
-    uri: Uri,
-    mut headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let body = match body {
+/// One webhook from Envoy. The request is taken apart here rather than by extractors, which
+/// clone the method, URI and every header.
+async fn receive(State(ingest): State<Arc<Ingest>>, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let mut headers = std::mem::take(&mut parts.headers);
+    let method = parts.method.as_str().to_owned();
+    let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().unwrap_or("").to_owned();
+    // The body limit travels in the request's extensions.
+    let body = match Bytes::from_request(Request::from_parts(parts, body), &()).await {
         Ok(body) => body,
         // A problem document like every other refusal, not axum's plain text.
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -310,9 +310,9 @@ async fn receive(
     let received_at = crate::ids::now_ms();
     let client_ip = client_ip(&headers, ingest.trusted_hops);
     let rx = Received {
-        method: method.to_string(),
-        path: uri.path().to_owned(),
-        query: uri.query().unwrap_or("").to_owned(),
+        method,
+        path,
+        query,
         headers: {
             headers.remove(TOKEN_HEADER);
             headers
