@@ -47,11 +47,11 @@ fn keyed<M: Mac + hmac::digest::KeyInit>(key: &[u8]) -> M {
     <M as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes keys of any size"))
 }
 
-fn finish<M: Mac>(mut m: M, parts: &[&[u8]]) -> Vec<u8> {
+fn finish<M: Mac>(mut m: M, parts: &[&[u8]]) -> hmac::digest::Output<M> {
     for p in parts {
         m.update(p);
     }
-    m.finalize().into_bytes().to_vec()
+    m.finalize().into_bytes()
 }
 
 /// A MAC output of up to 64 bytes.
@@ -82,6 +82,10 @@ impl Tag {
     pub(crate) fn base64(&self) -> String {
         STANDARD.encode(self.as_bytes())
     }
+
+    pub(crate) fn base64_into(&self, out: &mut String) {
+        STANDARD.encode_string(self.as_bytes(), out);
+    }
 }
 
 /// Constant-time comparison; only the lengths (public) may leak.
@@ -108,6 +112,10 @@ pub(crate) fn decode_base64url(s: &str) -> Option<Vec<u8>> {
 
 pub(crate) fn encode_base64(b: &[u8]) -> String {
     STANDARD.encode(b)
+}
+
+pub(crate) fn encode_base64_into(b: &[u8], out: &mut String) {
+    STANDARD.encode_string(b, out);
 }
 
 pub(crate) fn sha256_hex(b: &[u8]) -> String {

@@ -45,7 +45,9 @@ pub use decide::{
     check_body_size, decide_body, decide_head, HeadVerdict, Outcome, Rejection, RequestHead,
 };
 pub use headers::{DuplicateHeader, Headers};
-pub use verify::{sign, SignError, SignInput, SignedRequest, Verifier, VerifyError};
+pub use verify::{
+    sign, SignError, SignInput, SignedRequest, StandardSigner, Verifier, VerifyError,
+};
 
 /// Helpers to derive public keys from signing keys, for tests and the CLI.
 pub mod keys {

@@ -780,8 +780,9 @@ pub struct EndpointRuntime {
     pub retry_policy: Option<RetryPolicy>,
     /// Whether deliveries are made.
     pub enabled: bool,
-    /// The current secret first, then previous ones still within their overlap.
-    pub secrets: Vec<String>,
+    /// The current secret first, then previous ones still within their overlap, prepared for
+    /// signing (or why they cannot sign).
+    pub signers: Result<Vec<hookmesh_filter::StandardSigner>, String>,
     /// Per-attempt timeout.
     pub timeout: std::time::Duration,
     /// Attempts in flight at most, when limited.
@@ -869,7 +870,11 @@ pub fn runtime(
         headers: s.headers,
         retry_policy: s.retry_policy,
         enabled: s.enabled,
-        secrets: all,
+        signers: all
+            .iter()
+            .map(|s| hookmesh_filter::StandardSigner::new(s))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string()),
         timeout: std::time::Duration::from_secs(s.timeout_secs.unwrap_or(15)),
         max_concurrency: s.max_concurrency,
         rate_limit_per_sec: s.rate_limit_per_sec,
@@ -949,7 +954,7 @@ mod tests {
             headers: BTreeMap::new(),
             retry_policy: None,
             enabled: true,
-            secrets: vec![],
+            signers: Ok(vec![]),
             timeout: std::time::Duration::from_secs(15),
             max_concurrency: None,
             rate_limit_per_sec: None,

@@ -12,6 +12,7 @@ use hyper_util::client::legacy::connect::{dns::Name, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::CertificateDer;
+use std::borrow::Cow;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -131,12 +132,12 @@ impl Target {
 }
 
 /// What one attempt got.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Outcome {
     /// HTTP status, when a response came.
     pub status: Option<u16>,
-    /// Response headers.
-    pub headers: Vec<(String, String)>,
+    /// Response headers, as a JSON object.
+    pub headers: String,
     /// Response body, at most [`BODY_KEPT`].
     pub body: String,
     /// `Retry-After`, if the response had one.
@@ -210,7 +211,7 @@ impl Sender {
         method: &str,
         target: &Target,
         query: &[(&str, &str)],
-        headers: &[(String, String)],
+        headers: &[(&str, Cow<'_, str>)],
         body: Bytes,
         timeout: Duration,
     ) -> Outcome {
@@ -235,16 +236,12 @@ impl Sender {
             Ok(Ok(response)) => {
                 let (head, mut body) = response.into_parts();
                 out.status = Some(head.status.as_u16());
-                out.headers = head
-                    .headers
-                    .iter()
-                    .map(|(n, v)| {
-                        (
-                            n.as_str().to_owned(),
-                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                        )
-                    })
-                    .collect();
+                out.headers = super::worker::headers_json(
+                    head.headers
+                        .iter()
+                        .map(|(n, v)| (n.as_str(), String::from_utf8_lossy(v.as_bytes()))),
+                    false,
+                );
                 out.retry_after = head
                     .headers
                     .get("retry-after")
@@ -290,7 +287,7 @@ impl Sender {
         method: &str,
         target: &Target,
         query: &[(&str, &str)],
-        headers: &[(String, String)],
+        headers: &[(&str, Cow<'_, str>)],
         body: Bytes,
     ) -> Result<Request<Full<Bytes>>, String> {
         let mut request = Request::new(Full::new(body));

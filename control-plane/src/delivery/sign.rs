@@ -3,57 +3,44 @@
 //! `webhook-timestamp` (this attempt) and `webhook-signature` carrying one `v1,` signature per
 //! active secret during a rotation.
 
-use hookmesh_filter::{sign, SchemeName, SignError, SignInput};
+use hookmesh_filter::StandardSigner;
+use std::borrow::Cow;
 
-/// The headers for one attempt.
-///
-/// # Errors
-/// A secret that is not a `whsec_` key (the API never stores one).
-pub fn headers(
-    event_id: &str,
+/// The headers for one attempt: the id, the timestamp and one signature per signer.
+pub fn headers<'a>(
+    event_id: &'a str,
     timestamp: i64,
     body: &[u8],
-    secrets: &[String],
+    signers: &[StandardSigner],
     svix: bool,
-) -> Result<Vec<(String, String)>, SignError> {
+) -> [(&'static str, Cow<'a, str>); 3] {
     // The same scheme under Svix's header names, for receivers built on Svix's libraries.
-    let (scheme, [id_name, timestamp_name, signature_name]) = if svix {
-        (
-            SchemeName::Svix,
-            ["svix-id", "svix-timestamp", "svix-signature"],
-        )
+    let [id_name, timestamp_name, signature_name] = if svix {
+        ["svix-id", "svix-timestamp", "svix-signature"]
     } else {
-        (
-            SchemeName::StandardWebhooks,
-            ["webhook-id", "webhook-timestamp", "webhook-signature"],
-        )
+        ["webhook-id", "webhook-timestamp", "webhook-signature"]
     };
-    let mut signatures = Vec::with_capacity(secrets.len());
-    let input = SignInput {
-        body,
-        id: event_id,
-        timestamp,
-        url: None,
-        method: "POST",
-    };
-    for secret in secrets {
-        let signed = sign(scheme, secret, None, &input)?;
-        if let Some((_, sig)) = signed.into_iter().find(|(n, _)| *n == signature_name) {
-            signatures.push(sig);
+    let timestamp = timestamp.to_string();
+    // `v1,` and 44 base64 characters per HMAC signature, a space between two.
+    let mut signatures = String::with_capacity(49 * signers.len());
+    for (i, signer) in signers.iter().enumerate() {
+        if i > 0 {
+            signatures.push(' ');
         }
+        signer.sign_into(event_id, &timestamp, body, &mut signatures);
     }
-    Ok(vec![
-        (id_name.to_owned(), event_id.to_owned()),
-        (timestamp_name.to_owned(), timestamp.to_string()),
-        (signature_name.to_owned(), signatures.join(" ")),
-    ])
+    [
+        (id_name, Cow::Borrowed(event_id)),
+        (timestamp_name, Cow::Owned(timestamp)),
+        (signature_name, Cow::Owned(signatures)),
+    ]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use hookmesh_filter::config::{Secret, VerifyConfig};
-    use hookmesh_filter::{Headers, SignedRequest, Verifier};
+    use hookmesh_filter::{Headers, SchemeName, SignedRequest, Verifier};
 
     #[test]
     fn both_secrets_verify_during_rotation() {
@@ -61,14 +48,11 @@ mod tests {
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
             "whsec_dGhpcyBpcyBhbm90aGVyIHNlY3JldCE=".to_owned(),
         );
-        let h = headers(
-            "evt_1",
-            1_700_000_000,
-            b"{}",
-            &[new.clone(), old.clone()],
-            false,
-        )
-        .unwrap();
+        let signers = [&new, &old].map(|s| StandardSigner::new(s).unwrap());
+        let h: Vec<(String, String)> = headers("evt_1", 1_700_000_000, b"{}", &signers, false)
+            .into_iter()
+            .map(|(n, v)| (n.to_owned(), v.into_owned()))
+            .collect();
         assert_eq!(h[2].1.matches("v1,").count(), 2);
         for secret in [old, new] {
             let v = Verifier::new(

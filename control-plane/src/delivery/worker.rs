@@ -9,6 +9,7 @@ use super::Engine;
 use crate::api::EndpointRuntime;
 use crate::store::{AttemptRow, Completion, DeliveryRow, EventRow};
 use rand::Rng;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
@@ -442,7 +443,10 @@ fn gzip(body: &[u8]) -> bytes::Bytes {
 
 /// Headers as a JSON object, values of secret-looking headers masked, written directly: this
 /// runs for every attempt.
-fn headers_json<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>, mask: bool) -> String {
+pub(super) fn headers_json<'a, V: AsRef<str>>(
+    headers: impl Iterator<Item = (&'a str, V)>,
+    mask: bool,
+) -> String {
     let mut out = String::with_capacity(256);
     out.push('{');
     for (i, (name, value)) in headers.enumerate() {
@@ -456,7 +460,7 @@ fn headers_json<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>, mask: boo
             if mask && is_secret_header(name) {
                 "***"
             } else {
-                value
+                value.as_ref()
             },
         );
     }
@@ -494,8 +498,8 @@ fn json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
-fn mask_headers(headers: &[(String, String)]) -> String {
-    headers_json(headers.iter().map(|(n, v)| (n.as_str(), v.as_str())), true)
+fn mask_headers(headers: &[(&str, Cow<'_, str>)]) -> String {
+    headers_json(headers.iter().map(|(n, v)| (*n, v.as_ref())), true)
 }
 
 fn new_attempt(d: &DeliveryRow, now: i64) -> AttemptRow {
@@ -527,7 +531,7 @@ fn dead(mut row: AttemptRow, class: &'static str, why: String, now: i64) -> Comp
 
 /// A signed request, ready to send.
 struct Request<'a> {
-    headers: Vec<(String, String)>,
+    headers: Vec<(&'a str, Cow<'a, str>)>,
     query: Vec<(&'a str, &'a str)>,
     body: bytes::Bytes,
 }
@@ -536,24 +540,30 @@ struct Request<'a> {
 /// adds the endpoint's headers, query and compression.
 fn request<'a>(
     endpoint: &'a EndpointRuntime,
-    message_id: &str,
+    message_id: &'a str,
     now: i64,
     payload: bytes::Bytes,
     get_payload: Option<&'a str>,
 ) -> Result<Request<'a>, String> {
-    let mut headers = super::sign::headers(
+    let signers = endpoint.signers.as_deref().map_err(Clone::clone)?;
+    let mut headers = Vec::with_capacity(5 + endpoint.headers.len());
+    headers.extend(super::sign::headers(
         message_id,
         now / 1000,
         &payload,
-        &endpoint.secrets,
+        signers,
         endpoint.svix_headers,
-    )
-    .map_err(|e| e.to_string())?;
-    headers.push((
-        "content-type".to_owned(),
-        endpoint.format.content_type().to_owned(),
     ));
-    headers.extend(endpoint.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+    headers.push((
+        "content-type",
+        Cow::Borrowed(endpoint.format.content_type()),
+    ));
+    headers.extend(
+        endpoint
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str()))),
+    );
     let mut query: Vec<(&str, &str)> = endpoint
         .query
         .iter()
@@ -564,7 +574,7 @@ fn request<'a>(
         query.push(("payload", p));
         bytes::Bytes::new()
     } else if endpoint.gzip {
-        headers.push(("content-encoding".to_owned(), "gzip".to_owned()));
+        headers.push(("content-encoding", Cow::Borrowed("gzip")));
         gzip(&payload)
     } else {
         payload
@@ -631,17 +641,14 @@ fn judge(out: &Outcome, now: i64) -> Verdict {
     }
 }
 
-/// Records the response in the attempt row.
-fn record(row: &mut AttemptRow, out: &Outcome, request_headers: &str) {
-    row.request_headers = request_headers.to_owned();
+/// Records the request and response in the attempt row.
+fn record(row: &mut AttemptRow, out: Outcome, request_headers: String) {
+    row.request_headers = request_headers;
     row.duration_ms = out.duration.as_millis() as i64;
     row.status_code = out.status.map(i64::from);
     if out.status.is_some() {
-        row.response_headers = Some(headers_json(
-            out.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            false,
-        ));
-        row.response_body = Some(out.body.clone());
+        row.response_headers = Some(out.headers);
+        row.response_body = Some(out.body);
     }
 }
 
@@ -775,7 +782,7 @@ async fn attempt(
         disable_gone(engine, &endpoint).await;
     }
     let mut row = row;
-    record(&mut row, &out, &request_headers);
+    record(&mut row, out, request_headers);
     conclude(&endpoint, row, &verdict, event.row.created_at, now)
 }
 
@@ -814,7 +821,7 @@ async fn attempt_batch(
         .iter()
         .map(|(d, e)| {
             let mut row = new_attempt(d, now);
-            record(&mut row, &out, &request_headers);
+            record(&mut row, out.clone(), request_headers.clone());
             conclude(endpoint, row, &verdict, e.row.created_at, now)
         })
         .collect()

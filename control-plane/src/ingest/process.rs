@@ -246,13 +246,14 @@ pub async fn run(
         source_name: src.name.clone(),
         status: "routed".into(),
         dedup_key: None,
-        method: rx.method.clone(),
-        path: rx.path.clone(),
-        query: rx.query.clone(),
         headers: serde_json::to_string(&headers).unwrap_or_else(|_| "{}".into()),
+        // Nothing below reads these from `rx` again.
+        method: std::mem::take(&mut rx.method),
+        path: std::mem::take(&mut rx.path),
+        query: std::mem::take(&mut rx.query),
         // The body moves into the stored row; everything below reads it there.
         body: std::mem::take(&mut rx.body),
-        client_ip: rx.client_ip.clone(),
+        client_ip: rx.client_ip.take(),
         received_at: rx.received_at,
         event_type: None,
         result: None,
@@ -414,7 +415,6 @@ pub async fn run(
             },
         };
         let mut destinations = Vec::new();
-        let mut seen = std::collections::HashSet::new();
         let mut deliveries = Vec::new();
         for primary in &route.to {
             let healthy = |id: &str| {
@@ -444,7 +444,10 @@ pub async fn run(
                 });
                 continue;
             };
-            if !seen.insert(endpoint.id.clone()) {
+            if deliveries
+                .iter()
+                .any(|d: &NewDelivery| d.endpoint_id == endpoint.id)
+            {
                 continue;
             }
             let delivery_id = crate::ids::new_sequential_id("dlv");

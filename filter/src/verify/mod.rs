@@ -10,6 +10,7 @@
 mod discord;
 mod keyed_list;
 mod standard;
+pub use standard::StandardSigner;
 mod template;
 mod twilio;
 

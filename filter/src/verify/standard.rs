@@ -7,7 +7,7 @@
 
 use super::{check_timestamp, parse_unix, SignError, SignInput, SignedRequest, VerifyError};
 use crate::config::ConfigError;
-use crate::crypto::{decode_base64, encode_base64, HmacKey};
+use crate::crypto::{decode_base64, encode_base64, encode_base64_into, HmacKey};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 pub(super) struct Standard {
@@ -121,24 +121,68 @@ pub(super) fn sign(
     input: &SignInput<'_>,
 ) -> Result<Vec<(String, String)>, SignError> {
     let ts = input.timestamp.to_string();
-    let parts: [&[u8]; 5] = [input.id.as_bytes(), b".", ts.as_bytes(), b".", input.body];
-    let signature = if let Some(sk) = secret.strip_prefix("whsk_") {
-        let key = signing_key(sk)?;
-        format!(
-            "v1a,{}",
-            encode_base64(&key.sign(&parts.concat()).to_bytes())
-        )
-    } else {
-        let raw = secret.strip_prefix("whsec_").unwrap_or(secret);
-        let key = decode_base64(raw)
-            .ok_or_else(|| SignError::Secret("not valid base64 after `whsec_`".into()))?;
-        format!("v1,{}", HmacKey::sha256(&key).mac(&parts).base64())
-    };
+    let mut signature = String::new();
+    StandardSigner::new(secret)?.sign_into(input.id, &ts, input.body, &mut signature);
     Ok(vec![
         (format!("{prefix}-id"), input.id.to_owned()),
         (format!("{prefix}-timestamp"), ts),
         (format!("{prefix}-signature"), signature),
     ])
+}
+
+/// A Standard Webhooks (or Svix) secret prepared once for signing many messages: a `whsec_`
+/// HMAC key with its pads derived, or a `whsk_` ed25519 signing key.
+#[derive(Clone)]
+pub struct StandardSigner(SignerKey);
+
+#[derive(Clone)]
+enum SignerKey {
+    Hmac(Box<HmacKey>),
+    Ed25519(Box<SigningKey>),
+}
+
+impl std::fmt::Debug for StandardSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            SignerKey::Hmac(_) => "StandardSigner(v1, ***)",
+            SignerKey::Ed25519(_) => "StandardSigner(v1a, ***)",
+        })
+    }
+}
+
+impl StandardSigner {
+    /// Prepares `secret`: `whsec_<base64>` (the prefix may be left out) or `whsk_<base64>`.
+    ///
+    /// # Errors
+    /// [`SignError::Secret`] when the key does not decode.
+    pub fn new(secret: &str) -> Result<StandardSigner, SignError> {
+        if let Some(sk) = secret.strip_prefix("whsk_") {
+            return Ok(StandardSigner(SignerKey::Ed25519(Box::new(signing_key(
+                sk,
+            )?))));
+        }
+        let raw = secret.strip_prefix("whsec_").unwrap_or(secret);
+        let key = decode_base64(raw)
+            .ok_or_else(|| SignError::Secret("not valid base64 after `whsec_`".into()))?;
+        Ok(StandardSigner(SignerKey::Hmac(Box::new(HmacKey::sha256(
+            &key,
+        )))))
+    }
+
+    /// Appends the signature of `{id}.{timestamp}.{body}` (`v1,…` or `v1a,…`) to `out`.
+    pub fn sign_into(&self, id: &str, timestamp: &str, body: &[u8], out: &mut String) {
+        let parts: [&[u8]; 5] = [id.as_bytes(), b".", timestamp.as_bytes(), b".", body];
+        match &self.0 {
+            SignerKey::Hmac(key) => {
+                out.push_str("v1,");
+                key.mac(&parts).base64_into(out);
+            }
+            SignerKey::Ed25519(key) => {
+                out.push_str("v1a,");
+                encode_base64_into(&key.sign(&parts.concat()).to_bytes(), out);
+            }
+        }
+    }
 }
 
 /// A `whsk_` key: base64 of the 32-byte seed, or of seed + public key (64 bytes).
@@ -193,6 +237,27 @@ mod tests {
                 .verify(&request(&h, BODY), 1614265330)
                 .unwrap();
         }
+    }
+
+    #[test]
+    fn a_prepared_signer_reproduces_the_published_signature() {
+        let mut out = "kept ".to_owned();
+        StandardSigner::new(SECRET)
+            .unwrap()
+            .sign_into(ID, "1614265330", BODY, &mut out);
+        assert_eq!(out, "kept v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        assert!(matches!(
+            StandardSigner::new("whsec_not base64!"),
+            Err(SignError::Secret(_))
+        ));
+        assert!(matches!(
+            StandardSigner::new("whsk_AAAA"),
+            Err(SignError::Secret(_))
+        ));
+        assert_eq!(
+            format!("{:?}", StandardSigner::new(SECRET).unwrap()),
+            "StandardSigner(v1, ***)"
+        );
     }
 
     #[test]
