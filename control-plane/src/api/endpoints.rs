@@ -13,7 +13,7 @@ use super::AppState;
 use crate::ids::{new_id, now_ms, random_bytes, rfc3339};
 use crate::store::{Kind, Resource};
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -331,7 +331,7 @@ fn validate(input: &EndpointInput) -> Result<(), ApiError> {
             bad(&format!("event_types[{i}]"), "an event type name (letters, digits, `_`, `.`, `-`), optionally ending in `.*`, or `*`");
         }
     }
-    for name in input.headers.keys() {
+    for (name, value) in &input.headers {
         let lower = name.to_ascii_lowercase();
         let token = !name.is_empty()
             && name
@@ -351,6 +351,11 @@ fn validate(input: &EndpointInput) -> Result<(), ApiError> {
             || lower.starts_with("svix-")
         {
             bad(&format!("headers.{name}"), "set by hookmesh itself");
+        } else if HeaderValue::try_from(value.as_str()).is_err() {
+            bad(
+                &format!("headers.{name}"),
+                "not a valid header value (no control characters such as line breaks)",
+            );
         }
     }
     if input
@@ -776,6 +781,8 @@ pub struct EndpointRuntime {
     pub event_types: Vec<String>,
     /// Extra headers.
     pub headers: BTreeMap<String, String>,
+    /// The same, parsed once for every request (or why one cannot be sent).
+    pub header_values: Result<Vec<(HeaderName, HeaderValue)>, String>,
     /// Retry policy, when not the default.
     pub retry_policy: Option<RetryPolicy>,
     /// Whether deliveries are made.
@@ -867,6 +874,18 @@ pub fn runtime(
         target: crate::delivery::send::Target::parse(&s.url),
         url: s.url,
         event_types: s.event_types,
+        header_values: s
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                Ok((
+                    HeaderName::try_from(name.as_str())
+                        .map_err(|_| format!("header {name:?} is not a valid header name"))?,
+                    HeaderValue::try_from(value.as_str())
+                        .map_err(|_| format!("header {name}: not a valid header value"))?,
+                ))
+            })
+            .collect(),
         headers: s.headers,
         retry_policy: s.retry_policy,
         enabled: s.enabled,
@@ -952,6 +971,7 @@ mod tests {
             target: None,
             event_types: vec![],
             headers: BTreeMap::new(),
+            header_values: Ok(vec![]),
             retry_policy: None,
             enabled: true,
             signers: Ok(vec![]),

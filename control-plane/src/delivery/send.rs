@@ -4,7 +4,7 @@
 //! (unless an operator allowed their CIDRs), so DNS rebinding cannot reach them either.
 
 use axum::http::header::USER_AGENT;
-use axum::http::{HeaderName, HeaderValue, Method, Request, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, Uri};
 use bytes::Bytes;
 use hookmesh_filter::Cidr;
 use http_body_util::{BodyExt, Full};
@@ -12,7 +12,6 @@ use hyper_util::client::legacy::connect::{dns::Name, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::CertificateDer;
-use std::borrow::Cow;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -211,7 +210,7 @@ impl Sender {
         method: &str,
         target: &Target,
         query: &[(&str, &str)],
-        headers: &[(&str, Cow<'_, str>)],
+        headers: HeaderMap,
         body: Bytes,
         timeout: Duration,
     ) -> Outcome {
@@ -287,7 +286,7 @@ impl Sender {
         method: &str,
         target: &Target,
         query: &[(&str, &str)],
-        headers: &[(&str, Cow<'_, str>)],
+        headers: HeaderMap,
         body: Bytes,
     ) -> Result<Request<Full<Bytes>>, String> {
         let mut request = Request::new(Full::new(body));
@@ -295,14 +294,7 @@ impl Sender {
             Method::from_bytes(method.as_bytes()).map_err(|_| format!("bad method {method}"))?;
         *request.uri_mut() = target.uri(query)?;
         let map = request.headers_mut();
-        map.reserve(headers.len() + 1);
-        for (n, v) in headers {
-            let name = HeaderName::from_bytes(n.as_bytes())
-                .map_err(|_| format!("bad header name {n:?}"))?;
-            let value =
-                HeaderValue::from_str(v).map_err(|_| format!("bad value for header {n}"))?;
-            map.append(name, value);
-        }
+        *map = headers;
         // The endpoint's own User-Agent, if it has one, wins.
         map.entry(USER_AGENT)
             .or_insert_with(|| self.user_agent.clone());

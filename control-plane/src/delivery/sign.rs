@@ -3,23 +3,34 @@
 //! `webhook-timestamp` (this attempt) and `webhook-signature` carrying one `v1,` signature per
 //! active secret during a rotation.
 
+use axum::http::header::{HeaderName, HeaderValue, InvalidHeaderValue};
+use bytes::Bytes;
 use hookmesh_filter::StandardSigner;
-use std::borrow::Cow;
+
+const STANDARD_NAMES: [HeaderName; 3] = [
+    HeaderName::from_static("webhook-id"),
+    HeaderName::from_static("webhook-timestamp"),
+    HeaderName::from_static("webhook-signature"),
+];
+const SVIX_NAMES: [HeaderName; 3] = [
+    HeaderName::from_static("svix-id"),
+    HeaderName::from_static("svix-timestamp"),
+    HeaderName::from_static("svix-signature"),
+];
 
 /// The headers for one attempt: the id, the timestamp and one signature per signer.
-pub fn headers<'a>(
-    event_id: &'a str,
+///
+/// # Errors
+/// An id that cannot be a header value (the ids hookmesh makes always can).
+pub fn headers(
+    event_id: &str,
     timestamp: i64,
     body: &[u8],
     signers: &[StandardSigner],
     svix: bool,
-) -> [(&'static str, Cow<'a, str>); 3] {
+) -> Result<[(HeaderName, HeaderValue); 3], InvalidHeaderValue> {
     // The same scheme under Svix's header names, for receivers built on Svix's libraries.
-    let [id_name, timestamp_name, signature_name] = if svix {
-        ["svix-id", "svix-timestamp", "svix-signature"]
-    } else {
-        ["webhook-id", "webhook-timestamp", "webhook-signature"]
-    };
+    let [id_name, timestamp_name, signature_name] = if svix { SVIX_NAMES } else { STANDARD_NAMES };
     let timestamp = timestamp.to_string();
     // `v1,` and 44 base64 characters per HMAC signature, a space between two.
     let mut signatures = String::with_capacity(49 * signers.len());
@@ -29,11 +40,17 @@ pub fn headers<'a>(
         }
         signer.sign_into(event_id, &timestamp, body, &mut signatures);
     }
-    [
-        (id_name, Cow::Borrowed(event_id)),
-        (timestamp_name, Cow::Owned(timestamp)),
-        (signature_name, Cow::Owned(signatures)),
-    ]
+    Ok([
+        (id_name, HeaderValue::from_str(event_id)?),
+        (
+            timestamp_name,
+            HeaderValue::from_maybe_shared(Bytes::from(timestamp))?,
+        ),
+        (
+            signature_name,
+            HeaderValue::from_maybe_shared(Bytes::from(signatures))?,
+        ),
+    ])
 }
 
 #[cfg(test)]
@@ -50,8 +67,9 @@ mod tests {
         );
         let signers = [&new, &old].map(|s| StandardSigner::new(s).unwrap());
         let h: Vec<(String, String)> = headers("evt_1", 1_700_000_000, b"{}", &signers, false)
+            .unwrap()
             .into_iter()
-            .map(|(n, v)| (n.to_owned(), v.into_owned()))
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap().to_owned()))
             .collect();
         assert_eq!(h[2].1.matches("v1,").count(), 2);
         for secret in [old, new] {

@@ -8,8 +8,8 @@ use super::send::Outcome;
 use super::Engine;
 use crate::api::EndpointRuntime;
 use crate::store::{AttemptRow, Completion, DeliveryRow, EventRow};
+use axum::http::header::{HeaderMap, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
 use rand::Rng;
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
@@ -469,17 +469,22 @@ pub(super) fn headers_json<'a, V: AsRef<str>>(
 }
 
 fn is_secret_header(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
+    let contains = |part: &str| {
+        name.as_bytes()
+            .windows(part.len())
+            .any(|w| w.eq_ignore_ascii_case(part.as_bytes()))
+    };
     [
         "authorization",
         "proxy-authorization",
         "cookie",
         "x-api-key",
     ]
-    .contains(&lower.as_str())
+    .iter()
+    .any(|s| name.eq_ignore_ascii_case(s))
         || ["secret", "token", "password", "api-key", "apikey"]
             .iter()
-            .any(|s| lower.contains(s))
+            .any(|s| contains(s))
 }
 
 fn json_string(out: &mut String, s: &str) {
@@ -498,8 +503,13 @@ fn json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
-fn mask_headers(headers: &[(&str, Cow<'_, str>)]) -> String {
-    headers_json(headers.iter().map(|(n, v)| (*n, v.as_ref())), true)
+fn mask_headers(headers: &HeaderMap) -> String {
+    headers_json(
+        headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), String::from_utf8_lossy(v.as_bytes()))),
+        true,
+    )
 }
 
 fn new_attempt(d: &DeliveryRow, now: i64) -> AttemptRow {
@@ -531,39 +541,48 @@ fn dead(mut row: AttemptRow, class: &'static str, why: String, now: i64) -> Comp
 
 /// A signed request, ready to send.
 struct Request<'a> {
-    headers: Vec<(&'a str, Cow<'a, str>)>,
+    headers: HeaderMap,
     query: Vec<(&'a str, &'a str)>,
     body: bytes::Bytes,
 }
 
 /// Signs `payload` (as the receiver's framework hands it over: before any compression) and
 /// adds the endpoint's headers, query and compression.
+/// Fails with (class, message) for a dead letter: the same endpoint fails the same way again.
 fn request<'a>(
     endpoint: &'a EndpointRuntime,
-    message_id: &'a str,
+    message_id: &str,
     now: i64,
     payload: bytes::Bytes,
     get_payload: Option<&'a str>,
-) -> Result<Request<'a>, String> {
-    let signers = endpoint.signers.as_deref().map_err(Clone::clone)?;
-    let mut headers = Vec::with_capacity(5 + endpoint.headers.len());
-    headers.extend(super::sign::headers(
+) -> Result<Request<'a>, (&'static str, String)> {
+    let signers = endpoint
+        .signers
+        .as_deref()
+        .map_err(|e| ("signing", e.clone()))?;
+    let extra = endpoint
+        .header_values
+        .as_deref()
+        .map_err(|e| ("request", e.clone()))?;
+    let mut headers = HeaderMap::with_capacity(5 + extra.len());
+    let signed = super::sign::headers(
         message_id,
         now / 1000,
         &payload,
         signers,
         endpoint.svix_headers,
-    ));
-    headers.push((
-        "content-type",
-        Cow::Borrowed(endpoint.format.content_type()),
-    ));
-    headers.extend(
-        endpoint
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str()))),
+    )
+    .map_err(|e| ("signing", format!("message id {message_id:?}: {e}")))?;
+    for (name, value) in signed {
+        headers.append(name, value);
+    }
+    headers.append(
+        CONTENT_TYPE,
+        HeaderValue::from_static(endpoint.format.content_type()),
     );
+    for (name, value) in extra {
+        headers.append(name.clone(), value.clone());
+    }
     let mut query: Vec<(&str, &str)> = endpoint
         .query
         .iter()
@@ -574,7 +593,7 @@ fn request<'a>(
         query.push(("payload", p));
         bytes::Bytes::new()
     } else if endpoint.gzip {
-        headers.push(("content-encoding", Cow::Borrowed("gzip")));
+        headers.append(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         gzip(&payload)
     } else {
         payload
@@ -599,7 +618,7 @@ async fn send(engine: &Engine, endpoint: &EndpointRuntime, req: Request<'_>) -> 
             &endpoint.method,
             url,
             &req.query,
-            &req.headers,
+            req.headers,
             req.body,
             endpoint.timeout,
         )
@@ -773,7 +792,7 @@ async fn attempt(
     let get_payload = (endpoint.method == "GET").then(|| event.payload());
     let req = match request(&endpoint, &event.row.id, now, payload, get_payload) {
         Ok(r) => r,
-        Err(e) => return dead(row, "signing", e, now),
+        Err((class, e)) => return dead(row, class, e, now),
     };
     let request_headers = mask_headers(&req.headers);
     let out = send(engine, &endpoint, req).await;
@@ -809,7 +828,7 @@ async fn attempt_batch(
     let message_id = crate::ids::new_id("msg");
     let req = match request(endpoint, &message_id, now, payload, None) {
         Ok(r) => r,
-        Err(e) => return fail_all("signing", e),
+        Err((class, e)) => return fail_all(class, e),
     };
     let request_headers = mask_headers(&req.headers);
     let out = send(engine, endpoint, req).await;
@@ -838,12 +857,14 @@ mod tests {
             ("x-note", "a \"quoted\" \\ line\n"),
             ("X-Api-Key", "k"),
             ("my-token-header", "t"),
+            ("X-Shop-SECRET", "s"),
+            ("x-tok", "not a secret"),
         ];
         let masked: serde_json::Value =
             serde_json::from_str(&headers_json(h.iter().copied(), true)).unwrap();
         assert_eq!(
             masked,
-            serde_json::json!({"Authorization": "***", "x-note": "a \"quoted\" \\ line\n", "X-Api-Key": "***", "my-token-header": "***"})
+            serde_json::json!({"Authorization": "***", "x-note": "a \"quoted\" \\ line\n", "X-Api-Key": "***", "my-token-header": "***", "X-Shop-SECRET": "***", "x-tok": "not a secret"})
         );
         let plain: serde_json::Value =
             serde_json::from_str(&headers_json(h.iter().copied(), false)).unwrap();

@@ -169,13 +169,14 @@ async fn source_secrets_are_masked_and_kept_on_replace(app: TestApp) {
 async fn endpoints_get_secrets_and_rotate_with_overlap(app: TestApp) {
     let t = app.tenant("acme").await;
     let reader = app.key(Some(&t), &["endpoints:read"]).await;
-    let r = app.post("/v1/endpoints", ADMIN, json!({"tenant_id": t, "url": "ftp://x", "event_types": ["bad type"], "headers": {"webhook-id": "x"}, "retry_policy": {"type": "schedule", "delays_secs": []}})).await.expect(422);
+    let r = app.post("/v1/endpoints", ADMIN, json!({"tenant_id": t, "url": "ftp://x", "event_types": ["bad type"], "headers": {"webhook-id": "x", "x-split": "a\r\nx-injected: 1"}, "retry_policy": {"type": "schedule", "delays_secs": []}})).await.expect(422);
     assert_eq!(
         r.fields(),
         [
             "url",
             "event_types[0]",
             "headers.webhook-id",
+            "headers.x-split",
             "retry_policy.delays_secs"
         ]
     );
