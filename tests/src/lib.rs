@@ -373,7 +373,15 @@ fn render(opts: &EnvoyOptions, upstream_port: u16) -> (String, u16, u16, u16, Pa
 
 fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let status = Command::new("openssl")
+    new_key_and_cert(&key, &cert, &["-subj", "/CN=localhost"], None);
+    (cert, key)
+}
+
+/// A P-256 key and a certificate for it valid one day (`openssl req -x509`): self-signed, or
+/// issued by `ca` (certificate, key).
+fn new_key_and_cert(key: &Path, cert: &Path, options: &[&str], ca: Option<(&Path, &Path)>) {
+    let mut command = Command::new("openssl");
+    command
         .args([
             "req",
             "-x509",
@@ -381,22 +389,22 @@ fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
             "ec",
             "-pkeyopt",
             "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
         ])
-        .arg(&key)
+        .args(["-nodes", "-days", "1"])
+        .args(options)
+        .arg("-keyout")
+        .arg(key)
         .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("run openssl");
-    assert!(status.success(), "openssl could not create a certificate");
-    (cert, key)
+        .arg(cert);
+    if let Some((ca_cert, ca_key)) = ca {
+        command.arg("-CA").arg(ca_cert).arg("-CAkey").arg(ca_key);
+    }
+    let out = command.output().expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl could not create a certificate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A throwaway CA and a server certificate it issued for `localhost` and 127.0.0.1.
@@ -419,55 +427,20 @@ pub fn test_pki() -> TestPki {
         key: dir.join("key.pem"),
     };
     let ca_key = dir.join("ca-key.pem");
-    let openssl = |args: &[&std::ffi::OsStr]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let common = [
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "1",
-    ];
-    let mut ca: Vec<&std::ffi::OsStr> = common.iter().map(std::ffi::OsStr::new).collect();
-    ca.extend(["-subj", "/CN=hookmesh test CA", "-keyout"].map(std::ffi::OsStr::new));
-    ca.extend([ca_key.as_os_str(), "-out".as_ref(), pki.ca.as_os_str()]);
-    openssl(&ca);
-    let mut leaf: Vec<&std::ffi::OsStr> = common.iter().map(std::ffi::OsStr::new).collect();
-    leaf.extend(
-        [
+    new_key_and_cert(&ca_key, &pki.ca, &["-subj", "/CN=hookmesh test CA"], None);
+    new_key_and_cert(
+        &pki.key,
+        &pki.cert,
+        &[
             "-subj",
             "/CN=localhost",
             "-addext",
             "subjectAltName=DNS:localhost,IP:127.0.0.1",
             "-addext",
             "basicConstraints=critical,CA:FALSE",
-            "-CA",
-        ]
-        .map(std::ffi::OsStr::new),
+        ],
+        Some((&pki.ca, &ca_key)),
     );
-    leaf.extend([
-        pki.ca.as_os_str(),
-        "-CAkey".as_ref(),
-        ca_key.as_os_str(),
-        "-keyout".as_ref(),
-        pki.key.as_os_str(),
-        "-out".as_ref(),
-        pki.cert.as_os_str(),
-    ]);
-    openssl(&leaf);
     pki
 }
 
@@ -1295,6 +1268,21 @@ impl ControlPlane {
         let r = self.call(method, path, body);
         assert_eq!(r.status, expect, "{method} {path}: {}", r.text());
         serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Creates a tenant; returns its id.
+    ///
+    /// # Panics
+    /// When the API does not answer 201.
+    #[track_caller]
+    pub fn tenant(&self, name: &str) -> String {
+        let created = self.json(
+            "POST",
+            "/v1/tenants",
+            Some(&serde_json::json!({ "name": name })),
+            201,
+        );
+        created["id"].as_str().unwrap_or_default().to_owned()
     }
 
     /// The process id.

@@ -223,13 +223,26 @@ impl Sender {
             ));
             return out;
         }
-        let request = match self.request(method, target, query, headers, body) {
-            Ok(request) => request,
-            Err(message) => {
+        let (method, uri) = match (Method::from_bytes(method.as_bytes()), target.uri(query)) {
+            (Ok(method), Ok(uri)) => (method, uri),
+            (Err(_), _) => {
+                out.error = Some(("request", format!("bad method {method}")));
+                return out;
+            }
+            (_, Err(message)) => {
                 out.error = Some(("request", message));
                 return out;
             }
         };
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        // The endpoint's own User-Agent, if it has one, wins.
+        request
+            .headers_mut()
+            .entry(USER_AGENT)
+            .or_insert_with(|| self.user_agent.clone());
         let deadline = tokio::time::Instant::now() + timeout;
         match tokio::time::timeout_at(deadline, self.client.request(request)).await {
             Ok(Ok(response)) => {
@@ -279,26 +292,6 @@ impl Sender {
         }
         out.duration = start.elapsed();
         out
-    }
-
-    fn request(
-        &self,
-        method: &str,
-        target: &Target,
-        query: &[(&str, &str)],
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> Result<Request<Full<Bytes>>, String> {
-        let mut request = Request::new(Full::new(body));
-        *request.method_mut() =
-            Method::from_bytes(method.as_bytes()).map_err(|_| format!("bad method {method}"))?;
-        *request.uri_mut() = target.uri(query)?;
-        let map = request.headers_mut();
-        *map = headers;
-        // The endpoint's own User-Agent, if it has one, wins.
-        map.entry(USER_AGENT)
-            .or_insert_with(|| self.user_agent.clone());
-        Ok(request)
     }
 }
 

@@ -57,10 +57,7 @@ struct Setup {
 
 fn setup() -> Setup {
     let cp = ControlPlane::start();
-    let tenant = cp.json("POST", "/v1/tenants", Some(&json!({"name": "acme"})), 201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let tenant = cp.tenant("acme");
     Setup { cp, tenant }
 }
 
@@ -254,11 +251,7 @@ fn hub_sources_are_routed_to_the_ingest_and_edge_sources_to_the_app() {
 #[test]
 fn an_envoy_scoped_to_a_tenant_gets_only_its_sources() {
     let s = setup();
-    let other =
-        s.cp.json("POST", "/v1/tenants", Some(&json!({"name": "other"})), 201)["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+    let other = s.cp.tenant("other");
     s.create(github_source("mine", "/mine", "m"));
     s.cp.json(
         "POST",
@@ -342,10 +335,7 @@ fn a_refused_configuration_is_shown_and_the_previous_one_keeps_serving() {
         ..ControlPlaneOptions::default()
     });
     let s = Setup {
-        tenant: cp.json("POST", "/v1/tenants", Some(&json!({"name": "acme"})), 201)["id"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
+        tenant: cp.tenant("acme"),
         cp,
     };
     let app = Receiver::start();

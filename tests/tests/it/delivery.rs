@@ -10,10 +10,7 @@ fn started() -> (ControlPlane, Receiver, String) {
         extra_args: vec!["--allow-destination-cidrs".into(), "127.0.0.0/8".into()],
         ..ControlPlaneOptions::default()
     });
-    let tenant = cp.json("POST", "/v1/tenants", Some(&json!({"name": "acme"})), 201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let tenant = cp.tenant("acme");
     (cp, receiver, tenant)
 }
 
@@ -139,10 +136,7 @@ fn https_endpoints_speak_http2_and_trust_only_the_configured_cas() {
     let receiver = Receiver::start_tls(&pki.cert, &pki.key);
     let url = format!("https://localhost:{}/tls", receiver.port);
     let publish = |cp: &ControlPlane| {
-        let tenant = cp.json("POST", "/v1/tenants", Some(&json!({"name": "acme"})), 201)["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let tenant = cp.tenant("acme");
         cp.json(
             "POST",
             "/v1/endpoints",

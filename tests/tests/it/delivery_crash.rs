@@ -17,10 +17,7 @@ fn every_acknowledged_event_arrives_despite_repeated_kill_9() {
         ..ControlPlaneOptions::default()
     };
     let mut cp = ControlPlane::start_with(options.clone());
-    let tenant = cp.json("POST", "/v1/tenants", Some(&json!({"name": "crash"})), 201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let tenant = cp.tenant("crash");
     cp.json(
         "POST",
         "/v1/endpoints",

@@ -80,10 +80,7 @@ impl Hub {
             ingest,
             ..ControlPlaneOptions::default()
         });
-        let tenant = cp.json("POST", "/v1/tenants", Some(&json!({"name": "acme"})), 201)["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let tenant = cp.tenant("acme");
         Hub { cp, tenant }
     }
 

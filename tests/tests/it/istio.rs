@@ -103,10 +103,7 @@ fn the_istio_manifests_agree_with_each_other_and_the_deployment() {
 #[test]
 fn the_istio_envoyfilter_gets_the_filter_from_the_control_planes_ecds() {
     let cp = ControlPlane::start();
-    let tenant = cp.json("POST", "/v1/tenants", Some(&json!({"name": "istio"})), 201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let tenant = cp.tenant("istio");
     let source = json!({"name": "gh", "match": {"path_prefix": "/gh"},
                         "verify": {"scheme": "github", "secrets": ["gh-secret"]}});
     cp.json(
