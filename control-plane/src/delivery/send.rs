@@ -1,7 +1,9 @@
-//! The HTTP side of an attempt: hyper's pooled client (HTTP/1.1 keep-alive, HTTP/2 over TLS), no redirects,
-//! a per-endpoint timeout, and SSRF protection checked on the addresses actually connected to:
-//! the client's resolver drops loopback, private, link-local, CGNAT, ULA and metadata addresses
-//! (unless an operator allowed their CIDRs), so DNS rebinding cannot reach them either.
+//! The HTTP side of an attempt: hyper's pooled client (HTTP/1.1 keep-alive, HTTP/2 over TLS),
+//! no redirects, a per-endpoint timeout, and SSRF protection checked on the addresses actually
+//! connected to: the client's resolver drops loopback, private, link-local, CGNAT, ULA and
+//! metadata addresses (unless an operator allowed their CIDRs), so DNS rebinding cannot reach
+//! them either. Connections are always direct: an HTTP proxy would resolve the destination
+//! itself, outside that check.
 
 use axum::http::header::USER_AGENT;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, Uri};

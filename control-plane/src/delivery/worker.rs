@@ -548,6 +548,7 @@ struct Request<'a> {
 
 /// Signs `payload` (as the receiver's framework hands it over: before any compression) and
 /// adds the endpoint's headers, query and compression.
+///
 /// Fails with (class, message) for a dead letter: the same endpoint fails the same way again.
 fn request<'a>(
     endpoint: &'a EndpointRuntime,
