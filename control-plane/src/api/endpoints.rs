@@ -874,18 +874,7 @@ pub fn runtime(
         target: crate::delivery::send::Target::parse(&s.url),
         url: s.url,
         event_types: s.event_types,
-        header_values: s
-            .headers
-            .iter()
-            .map(|(name, value)| {
-                Ok((
-                    HeaderName::try_from(name.as_str())
-                        .map_err(|_| format!("header {name:?} is not a valid header name"))?,
-                    HeaderValue::try_from(value.as_str())
-                        .map_err(|_| format!("header {name}: not a valid header value"))?,
-                ))
-            })
-            .collect(),
+        header_values: header_values(&s.headers),
         headers: s.headers,
         retry_policy: s.retry_policy,
         enabled: s.enabled,
@@ -958,9 +947,47 @@ async fn refresh_delivery(state: &AppState) {
     }
 }
 
+/// An endpoint's extra headers, parsed once for every request it gets.
+fn header_values(
+    headers: &BTreeMap<String, String>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let mut parsed = HeaderValue::try_from(value.as_str())
+                .map_err(|_| format!("header {name}: not a valid header value"))?;
+            // Kept out of Debug output, and never indexed by HTTP/2's header compression.
+            parsed.set_sensitive(crate::delivery::is_secret_header(name));
+            Ok((
+                HeaderName::try_from(name.as_str())
+                    .map_err(|_| format!("header {name:?} is not a valid header name"))?,
+                parsed,
+            ))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extra_headers_are_parsed_once_with_credentials_marked_sensitive() {
+        let headers = BTreeMap::from([
+            ("Authorization".to_owned(), "Bearer downstream".to_owned()),
+            ("x-team".to_owned(), "billing".to_owned()),
+        ]);
+        let parsed = header_values(&headers).unwrap();
+        assert_eq!(parsed[0].0, "authorization");
+        assert!(parsed[0].1.is_sensitive());
+        assert_eq!(parsed[1].1, "billing");
+        assert!(!parsed[1].1.is_sensitive());
+        let bad = BTreeMap::from([("x-split".to_owned(), "a\r\nx-injected: 1".to_owned())]);
+        assert_eq!(
+            header_values(&bad).unwrap_err(),
+            "header x-split: not a valid header value"
+        );
+    }
 
     #[test]
     fn subscriptions_match_exact_wildcard_and_all() {

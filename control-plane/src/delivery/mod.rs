@@ -28,6 +28,7 @@ mod writer;
 
 pub use endpoints::EndpointCache;
 pub use publish::{PublishRequest, Published};
+pub(crate) use worker::is_secret_header;
 
 use crate::secrets::MasterKeys;
 use crate::store::{Store, StoreError};

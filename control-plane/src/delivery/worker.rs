@@ -468,7 +468,8 @@ pub(super) fn headers_json<'a, V: AsRef<str>>(
     out
 }
 
-fn is_secret_header(name: &str) -> bool {
+/// Whether a header's value is masked in attempt records (credentials, tokens, cookies).
+pub(crate) fn is_secret_header(name: &str) -> bool {
     let contains = |part: &str| {
         name.as_bytes()
             .windows(part.len())
