@@ -39,11 +39,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let kube = kube::Client::try_default().await.context(
         "no Kubernetes configuration: run in a pod with a service account, or set KUBECONFIG",
     )?;
-    let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()
+    let cp = ControlPlaneClient::remote(args.control_plane.clone(), args.api_key)
         .context("HTTP client")?;
-    let cp = ControlPlaneClient::remote(args.control_plane.clone(), args.api_key, http);
     let ctx = Arc::new(Context::new(kube, cp, std::env::var("POD_NAME").ok()));
     tracing::info!(control_plane = %args.control_plane, namespace = args.namespace.as_deref().unwrap_or("(all)"), "hookmesh controller running");
     run_controllers(ctx, args.namespace, super::serve::shutdown_signal()).await;

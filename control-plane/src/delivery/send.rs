@@ -172,26 +172,10 @@ impl Sender {
         extra_roots: Vec<CertificateDer<'static>>,
     ) -> Result<Sender, rustls::Error> {
         let guard = Arc::new(guard);
-        let mut http = HttpConnector::new_with_resolver(GuardedResolver(guard.clone()));
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        let mut roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        for root in extra_roots {
-            roots.add(root)?;
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(http);
+        let https = https_connector(
+            HttpConnector::new_with_resolver(GuardedResolver(guard.clone())),
+            extra_roots,
+        )?;
         let client = Client::builder(TokioExecutor::new())
             // As many idle connections as attempts in flight: fewer makes them churn.
             .pool_max_idle_per_host(connections)
@@ -295,6 +279,36 @@ impl Sender {
         out.duration = start.elapsed();
         out
     }
+}
+
+/// HTTP and HTTPS over `http`: rustls (ring), the Mozilla roots plus `extra_roots`, HTTP/2 where
+/// ALPN offers it.
+///
+/// # Errors
+/// When the TLS stack cannot initialise or an extra root is not a usable CA certificate.
+pub(crate) fn https_connector<R>(
+    mut http: HttpConnector<R>,
+    extra_roots: Vec<CertificateDer<'static>>,
+) -> Result<hyper_rustls::HttpsConnector<HttpConnector<R>>, rustls::Error> {
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for root in extra_roots {
+        roots.add(root)?;
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(http))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

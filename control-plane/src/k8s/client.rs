@@ -7,6 +7,10 @@ use crate::api::error::Problem;
 use axum::body::Body;
 use axum::http::{Method, Request};
 use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -32,9 +36,12 @@ enum Transport {
     InProcess(axum::Router),
     Remote {
         base: url::Url,
-        http: reqwest::Client,
+        http: Box<Client<HttpsConnector<HttpConnector>, Body>>,
     },
 }
+
+/// A remote call's whole exchange, body included.
+const REMOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The REST client.
 pub struct ControlPlaneClient {
@@ -60,12 +67,18 @@ impl ControlPlaneClient {
         }
     }
 
-    /// Calls the control plane at `base` (`http://hookmesh.hookmesh-system:8080`).
-    pub fn remote(base: url::Url, key: String, http: reqwest::Client) -> ControlPlaneClient {
-        ControlPlaneClient {
+    /// Calls the control plane at `base` (`http://hookmesh.hookmesh-system:8080`; HTTPS is
+    /// trusted by the Mozilla roots).
+    ///
+    /// # Errors
+    /// When the TLS stack cannot initialise.
+    pub fn remote(base: url::Url, key: String) -> Result<ControlPlaneClient, rustls::Error> {
+        let https = crate::delivery::send::https_connector(HttpConnector::new(), Vec::new())?;
+        let http = Box::new(Client::builder(TokioExecutor::new()).build(https));
+        Ok(ControlPlaneClient {
             transport: Transport::Remote { base, http },
             key,
-        }
+        })
     }
 
     /// One request. 2xx and 404 are answers; other statuses are errors.
@@ -79,59 +92,64 @@ impl ControlPlaneClient {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> Result<Answer, ClientError> {
+        let unavailable = |e: &dyn std::fmt::Display| ClientError::Unavailable(e.to_string());
+        let uri = match &self.transport {
+            Transport::InProcess(_) => path.to_owned(),
+            Transport::Remote { base, .. } => base
+                .join(path)
+                .map_err(|e| ClientError::Unavailable(format!("bad path {path}: {e}")))?
+                .into(),
+        };
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {}", self.key));
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        let req = match body {
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Body::from(b.to_string())),
+            None => req.body(Body::empty()),
+        }
+        .map_err(|e| unavailable(&e))?;
         let (status, bytes) = match &self.transport {
             Transport::InProcess(router) => {
-                let mut req = Request::builder()
-                    .method(method)
-                    .uri(path)
-                    .header("authorization", format!("Bearer {}", self.key));
-                for (n, v) in headers {
-                    req = req.header(*n, *v);
-                }
-                let req = match body {
-                    Some(b) => req
-                        .header("content-type", "application/json")
-                        .body(Body::from(b.to_string())),
-                    None => req.body(Body::empty()),
-                }
-                .map_err(|e| ClientError::Unavailable(e.to_string()))?;
                 let resp = router
                     .clone()
                     .oneshot(req)
                     .await
-                    .map_err(|e| ClientError::Unavailable(e.to_string()))?;
+                    .map_err(|e| unavailable(&e))?;
                 let status = resp.status().as_u16();
                 let bytes = resp
                     .into_body()
                     .collect()
                     .await
-                    .map_err(|e| ClientError::Unavailable(e.to_string()))?
+                    .map_err(|e| unavailable(&e))?
                     .to_bytes();
                 (status, bytes)
             }
-            Transport::Remote { base, http } => {
-                let url = base
-                    .join(path)
-                    .map_err(|e| ClientError::Unavailable(format!("bad path {path}: {e}")))?;
-                let mut req = http.request(method, url).bearer_auth(&self.key);
-                for (n, v) in headers {
-                    req = req.header(*n, *v);
-                }
-                if let Some(b) = body {
-                    req = req
-                        .header("content-type", "application/json")
-                        .body(b.to_string());
-                }
-                let resp = req
-                    .send()
+            Transport::Remote { http, .. } => {
+                let exchange = async {
+                    let resp = http.request(req).await.map_err(|e| unavailable(&e))?;
+                    let status = resp.status().as_u16();
+                    let bytes = resp
+                        .into_body()
+                        .collect()
+                        .await
+                        .map_err(|e| unavailable(&e))?
+                        .to_bytes();
+                    Ok::<_, ClientError>((status, bytes))
+                };
+                tokio::time::timeout(REMOTE_TIMEOUT, exchange)
                     .await
-                    .map_err(|e| ClientError::Unavailable(e.to_string()))?;
-                let status = resp.status().as_u16();
-                let bytes = resp
-                    .bytes()
-                    .await
-                    .map_err(|e| ClientError::Unavailable(e.to_string()))?;
-                (status, bytes)
+                    .map_err(|_| {
+                        ClientError::Unavailable(format!(
+                            "no answer within {} s",
+                            REMOTE_TIMEOUT.as_secs()
+                        ))
+                    })??
             }
         };
         let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);

@@ -379,7 +379,7 @@ async fn a_webhook_source_is_enforced_by_a_real_envoy() {
     .unwrap();
     let fake = cluster_with_stripe();
     let base = format!("http://127.0.0.1:{}", cp.port).parse().unwrap();
-    let client = ControlPlaneClient::remote(base, cp.admin_key.clone(), reqwest::Client::new());
+    let client = ControlPlaneClient::remote(base, cp.admin_key.clone()).unwrap();
     let _stop = start_with(&fake, client);
 
     let obj = fake
