@@ -121,27 +121,11 @@ impl ControlPlaneClient {
                     .oneshot(req)
                     .await
                     .map_err(|e| unavailable(&e))?;
-                let status = resp.status().as_u16();
-                let bytes = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| unavailable(&e))?
-                    .to_bytes();
-                (status, bytes)
+                read(resp).await?
             }
             Transport::Remote { http, .. } => {
-                let exchange = async {
-                    let resp = http.request(req).await.map_err(|e| unavailable(&e))?;
-                    let status = resp.status().as_u16();
-                    let bytes = resp
-                        .into_body()
-                        .collect()
-                        .await
-                        .map_err(|e| unavailable(&e))?
-                        .to_bytes();
-                    Ok::<_, ClientError>((status, bytes))
-                };
+                let exchange =
+                    async { read(http.request(req).await.map_err(|e| unavailable(&e))?).await };
                 tokio::time::timeout(REMOTE_TIMEOUT, exchange)
                     .await
                     .map_err(|_| {
@@ -162,6 +146,21 @@ impl ControlPlaneClient {
             ))),
         }
     }
+}
+
+/// A response's status and whole body.
+async fn read<B>(resp: axum::http::Response<B>) -> Result<(u16, axum::body::Bytes), ClientError>
+where
+    B: axum::body::HttpBody,
+    B::Error: std::fmt::Display,
+{
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ClientError::Unavailable(e.to_string()))?;
+    Ok((status, body.to_bytes()))
 }
 
 impl ControlPlaneClient {
