@@ -779,10 +779,8 @@ pub struct EndpointRuntime {
     pub target: Option<crate::delivery::send::Target>,
     /// Subscriptions (`*`, `invoice.*`, exact names; empty = all).
     pub event_types: Vec<String>,
-    /// Extra headers.
-    pub headers: BTreeMap<String, String>,
-    /// The same, parsed once for every request (or why one cannot be sent).
-    pub header_values: Result<Vec<(HeaderName, HeaderValue)>, String>,
+    /// Extra headers, parsed once for every request (or why one cannot be sent).
+    pub headers: Result<Vec<(HeaderName, HeaderValue)>, String>,
     /// Retry policy, when not the default.
     pub retry_policy: Option<RetryPolicy>,
     /// Whether deliveries are made.
@@ -874,8 +872,7 @@ pub fn runtime(
         target: crate::delivery::send::Target::parse(&s.url),
         url: s.url,
         event_types: s.event_types,
-        header_values: header_values(&s.headers),
-        headers: s.headers,
+        headers: header_values(&s.headers),
         retry_policy: s.retry_policy,
         enabled: s.enabled,
         signers: all
@@ -957,7 +954,7 @@ fn header_values(
             let mut parsed = HeaderValue::try_from(value.as_str())
                 .map_err(|_| format!("header {name}: not a valid header value"))?;
             // Kept out of Debug output, and never indexed by HTTP/2's header compression.
-            parsed.set_sensitive(crate::delivery::is_secret_header(name));
+            parsed.set_sensitive(crate::delivery::headers::is_secret(name));
             Ok((
                 HeaderName::try_from(name.as_str())
                     .map_err(|_| format!("header {name:?} is not a valid header name"))?,
@@ -997,8 +994,7 @@ mod tests {
             url: "https://x".into(),
             target: None,
             event_types: vec![],
-            headers: BTreeMap::new(),
-            header_values: Ok(vec![]),
+            headers: Ok(vec![]),
             retry_policy: None,
             enabled: true,
             signers: Ok(vec![]),

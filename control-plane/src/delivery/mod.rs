@@ -18,6 +18,7 @@
 pub mod body;
 pub mod breaker;
 mod endpoints;
+pub(crate) mod headers;
 pub mod limit;
 mod publish;
 pub mod retry;
@@ -28,7 +29,6 @@ mod writer;
 
 pub use endpoints::EndpointCache;
 pub use publish::{PublishRequest, Published};
-pub(crate) use worker::is_secret_header;
 
 use crate::secrets::MasterKeys;
 use crate::store::{Store, StoreError};

@@ -234,7 +234,7 @@ impl Sender {
             Ok(Ok(response)) => {
                 let (head, mut body) = response.into_parts();
                 out.status = Some(head.status.as_u16());
-                out.headers = super::worker::headers_json(
+                out.headers = super::headers::to_json(
                     head.headers
                         .iter()
                         .map(|(n, v)| (n.as_str(), String::from_utf8_lossy(v.as_bytes()))),

@@ -441,71 +441,8 @@ fn gzip(body: &[u8]) -> bytes::Bytes {
     bytes::Bytes::from(enc.finish().unwrap_or_default())
 }
 
-/// Headers as a JSON object, values of secret-looking headers masked, written directly: this
-/// runs for every attempt.
-pub(super) fn headers_json<'a, V: AsRef<str>>(
-    headers: impl Iterator<Item = (&'a str, V)>,
-    mask: bool,
-) -> String {
-    let mut out = String::with_capacity(256);
-    out.push('{');
-    for (i, (name, value)) in headers.enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        json_string(&mut out, name);
-        out.push(':');
-        json_string(
-            &mut out,
-            if mask && is_secret_header(name) {
-                "***"
-            } else {
-                value.as_ref()
-            },
-        );
-    }
-    out.push('}');
-    out
-}
-
-/// Whether a header's value is masked in attempt records (credentials, tokens, cookies).
-pub(crate) fn is_secret_header(name: &str) -> bool {
-    let contains = |part: &str| {
-        name.as_bytes()
-            .windows(part.len())
-            .any(|w| w.eq_ignore_ascii_case(part.as_bytes()))
-    };
-    [
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "x-api-key",
-    ]
-    .iter()
-    .any(|s| name.eq_ignore_ascii_case(s))
-        || ["secret", "token", "password", "api-key", "apikey"]
-            .iter()
-            .any(|s| contains(s))
-}
-
-fn json_string(out: &mut String, s: &str) {
-    use std::fmt::Write;
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
 fn mask_headers(headers: &HeaderMap) -> String {
-    headers_json(
+    super::headers::to_json(
         headers
             .iter()
             .map(|(n, v)| (n.as_str(), String::from_utf8_lossy(v.as_bytes()))),
@@ -563,7 +500,7 @@ fn request<'a>(
         .as_deref()
         .map_err(|e| ("signing", e.clone()))?;
     let extra = endpoint
-        .header_values
+        .headers
         .as_deref()
         .map_err(|e| ("request", e.clone()))?;
     let mut headers = HeaderMap::with_capacity(5 + extra.len());
@@ -846,30 +783,4 @@ async fn attempt_batch(
             conclude(endpoint, row, &verdict, e.row.created_at, now)
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::headers_json;
-
-    #[test]
-    fn headers_become_json_with_secrets_masked() {
-        let h = [
-            ("Authorization", "Bearer x"),
-            ("x-note", "a \"quoted\" \\ line\n"),
-            ("X-Api-Key", "k"),
-            ("my-token-header", "t"),
-            ("X-Shop-SECRET", "s"),
-            ("x-tok", "not a secret"),
-        ];
-        let masked: serde_json::Value =
-            serde_json::from_str(&headers_json(h.iter().copied(), true)).unwrap();
-        assert_eq!(
-            masked,
-            serde_json::json!({"Authorization": "***", "x-note": "a \"quoted\" \\ line\n", "X-Api-Key": "***", "my-token-header": "***", "X-Shop-SECRET": "***", "x-tok": "not a secret"})
-        );
-        let plain: serde_json::Value =
-            serde_json::from_str(&headers_json(h.iter().copied(), false)).unwrap();
-        assert_eq!(plain["Authorization"], "Bearer x");
-    }
 }
