@@ -35,6 +35,12 @@ pub fn new_sequential_id(prefix: &str) -> String {
     encode(prefix, value)
 }
 
+/// The least id with `prefix` made at or after `ms` (unix milliseconds): every id made
+/// before then sorts below it, so `id < floor_id(..)` selects by age through the id's index.
+pub fn floor_id(prefix: &str, ms: i64) -> String {
+    encode(prefix, (ms.max(0) as u128 & ((1 << 48) - 1)) << 80)
+}
+
 fn encode(prefix: &str, value: u128) -> String {
     let mut out = String::with_capacity(prefix.len() + 27);
     out.push_str(prefix);
@@ -114,6 +120,17 @@ mod tests {
         // Still time-ordered against ids made later by the ordinary generator.
         std::thread::sleep(std::time::Duration::from_millis(2));
         assert!(ids[999] < new_id("dlv"));
+    }
+
+    #[test]
+    fn floor_ids_split_ids_by_their_time() {
+        let before = new_id("evt");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let cut = floor_id("evt", now_ms());
+        let after = new_id("evt");
+        assert!(before < cut && cut <= after, "{before} {cut} {after}");
+        assert_eq!(cut.len(), before.len());
+        assert!(floor_id("evt", -5) < before);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`api`]: the REST API, one module per resource, problem+json errors, OpenAPI.
 //! - [`delivery`]: durable outbound delivery: group commit, leases, signing, retries.
 //! - [`store`]: the `Store` trait with SQLite and PostgreSQL implementations.
+//! - [`retention`]: how long events and inbound webhooks are kept, and the purge.
 //! - [`secrets`]: AEAD sealing of secrets at rest under a master key.
 //! - [`telemetry`]: logging and Prometheus metrics.
 //! - [`xds`]: the ADS/ECDS server pushing the filter configuration to every Envoy.
@@ -22,6 +23,7 @@ pub mod delivery;
 pub mod ids;
 pub mod ingest;
 pub mod k8s;
+pub mod retention;
 pub mod secrets;
 pub mod server;
 pub mod store;

@@ -141,26 +141,11 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    // Forget idempotency keys past their retention, hourly, for as long as we serve.
-    let store = state.store.clone();
-    let purge = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
-        loop {
-            tick.tick().await;
-            if let Err(e) = store
-                .idempotency_purge(crate::ids::now_ms() - api::IDEMPOTENCY_RETENTION_MS)
-                .await
-            {
-                tracing::warn!(error = %e, "idempotency purge failed");
-            }
-        }
-    });
     let app = api::router(state);
-    let result = axum::serve(listener, app)
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await;
-    purge.abort();
-    Ok(result?)
+        .await?;
+    Ok(())
 }
 
 /// Where the ingest listens: a TCP address, or a Unix socket (`unix:/path`) for an Envoy on the

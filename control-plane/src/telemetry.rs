@@ -30,6 +30,11 @@ struct InboundLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     state: &'static str,
 }
@@ -41,6 +46,7 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram>,
     pool: Family<PoolLabels, Gauge>,
     inbound: Family<InboundLabels, Counter>,
+    retention_deleted: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -72,12 +78,19 @@ impl Default for Metrics {
             "Webhooks at the hub's ingest by source and outcome (accepted, duplicate, rejected, quarantined, failed)",
             inbound.clone(),
         );
+        let retention_deleted = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "retention_deleted",
+            "Rows deleted past the retention: events (with their deliveries and attempts) and inbound events",
+            retention_deleted.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             pool,
             inbound,
+            retention_deleted,
         }
     }
 }
@@ -91,6 +104,13 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    /// Counts rows of a kind deleted past the retention.
+    pub fn retention_deleted(&self, kind: &'static str, n: u64) {
+        self.retention_deleted
+            .get_or_create(&KindLabels { kind })
+            .inc_by(n);
     }
 
     /// The OpenMetrics text exposition, with the pool gauges refreshed.

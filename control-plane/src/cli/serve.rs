@@ -117,6 +117,12 @@ pub struct ServeArgs {
     /// ten minutes).
     #[arg(long, env = "HOOKMESH_BREAKER_COOLDOWN_SECS", default_value_t = 30)]
     pub breaker_cooldown_secs: u64,
+    /// How long events (with their deliveries and attempts) and inbound webhooks are kept:
+    /// `30d`, `12h`, `90m`, `45s`, or `off` to keep them forever. An event with a delivery
+    /// still pending stays until it finishes; an inbound webhook stays while its duplicate
+    /// window lasts.
+    #[arg(long, env = "HOOKMESH_RETENTION", default_value = "30d")]
+    pub retention: crate::retention::Retention,
     /// Also run the Kubernetes controller in this process (in a pod with a service account,
     /// or with KUBECONFIG). Run it in one replica only.
     #[arg(long, env = "HOOKMESH_KUBERNETES_CONTROLLER")]
@@ -307,6 +313,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _refresher = state
         .config
         .spawn_refresher(std::time::Duration::from_secs(2));
+    let _housekeeping =
+        crate::retention::spawn(state.store.clone(), args.retention, state.metrics.clone());
     // One signal stops both servers.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

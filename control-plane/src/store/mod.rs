@@ -392,6 +392,17 @@ pub struct DeliveryQuery {
     pub limit: i64,
 }
 
+/// What one step of a retention purge did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PurgeStep {
+    /// Rows looked at: fewer than the step's limit means the range is done.
+    pub scanned: usize,
+    /// Rows deleted (events, or inbound events).
+    pub deleted: u64,
+    /// The last id looked at: the next step starts after it.
+    pub last: Option<String>,
+}
+
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -497,6 +508,24 @@ pub trait Store: Send + Sync + 'static {
     async fn idempotency_release(&self, key: &str) -> Result<(), StoreError>;
     /// Forgets keys older than `before` (unix ms).
     async fn idempotency_purge(&self, before: i64) -> Result<u64, StoreError>;
+    /// Looks at up to `limit` events with ids strictly between `after` and `before`, oldest
+    /// first, and deletes those whose deliveries have all finished, with their deliveries and
+    /// attempts. An event with a delivery still pending or in flight stays.
+    async fn purge_events(
+        &self,
+        after: &str,
+        before: &str,
+        limit: i64,
+    ) -> Result<PurgeStep, StoreError>;
+    /// Looks at up to `limit` inbound events with ids strictly between `after` and `before`,
+    /// oldest first, and deletes those whose duplicate window has ended by `now`.
+    async fn purge_inbound(
+        &self,
+        after: &str,
+        before: &str,
+        now: i64,
+        limit: i64,
+    ) -> Result<PurgeStep, StoreError>;
 
     /// In one transaction (group commit): stores inbound events (dropping duplicates), events
     /// with their deliveries, and records attempts with their outcomes. Returns what became of

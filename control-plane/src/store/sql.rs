@@ -566,6 +566,83 @@ macro_rules! sql_store {
                     .await?;
                 Ok(done.rows_affected())
             }
+
+            async fn purge_events(&self, after: &str, before: &str, limit: i64) -> Result<PurgeStep, StoreError> {
+                use sqlx::Row as _;
+                let mut tx = self.writer.begin_with($begin).await?;
+                // The id's own index gives the oldest first.
+                let rows = sqlx::query("SELECT id FROM events WHERE id > $1 AND id < $2 ORDER BY id LIMIT $3")
+                    .bind(after)
+                    .bind(before)
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let ids = rows
+                    .iter()
+                    .map(|r| r.try_get::<String, _>("id"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut step = PurgeStep { scanned: ids.len(), last: ids.last().cloned(), deleted: 0 };
+                for chunk in shaped_chunks(&ids) {
+                    // Finished deliveries go with their attempts; an event goes once it has no
+                    // delivery left, so one with a delivery pending or in flight stays whole
+                    // (checked by each statement: on PostgreSQL a replay may reopen one after
+                    // the scan).
+                    let statements = [
+                        ("DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE status NOT IN ('pending', 'leased') AND event_id IN (", "))"),
+                        ("DELETE FROM deliveries WHERE status NOT IN ('pending', 'leased') AND event_id IN (", ")"),
+                        ("DELETE FROM events WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id) AND id IN (", ")"),
+                    ];
+                    let mut deleted = 0;
+                    for (head, tail) in statements {
+                        let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new(head);
+                        let mut list = q.separated(", ");
+                        for id in chunk {
+                            list.push_bind(id);
+                        }
+                        q.push(tail);
+                        // The last statement's count: the events.
+                        deleted = q.build().execute(&mut *tx).await?.rows_affected();
+                    }
+                    step.deleted += deleted;
+                }
+                tx.commit().await?;
+                Ok(step)
+            }
+
+            async fn purge_inbound(&self, after: &str, before: &str, now: i64, limit: i64) -> Result<PurgeStep, StoreError> {
+                use sqlx::Row as _;
+                let mut tx = self.writer.begin_with($begin).await?;
+                let rows = sqlx::query(
+                    "SELECT id FROM inbound_events WHERE id > $1 AND id < $2 ORDER BY id LIMIT $3",
+                )
+                .bind(after)
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                let ids = rows
+                    .iter()
+                    .map(|r| r.try_get::<String, _>("id"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut step = PurgeStep { scanned: ids.len(), last: ids.last().cloned(), deleted: 0 };
+                for chunk in shaped_chunks(&ids) {
+                    // A webhook whose duplicate window is still open stays: without its key, a
+                    // late copy would be routed again.
+                    let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new(
+                        "DELETE FROM inbound_events WHERE (dedup_until IS NULL OR dedup_until <= ",
+                    );
+                    q.push_bind(now);
+                    q.push(") AND id IN (");
+                    let mut list = q.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id);
+                    }
+                    q.push(")");
+                    step.deleted += q.build().execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+                Ok(step)
+            }
         }
     };
 }

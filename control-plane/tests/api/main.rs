@@ -10,4 +10,5 @@ mod conventions;
 mod delivery;
 mod inbound;
 mod resources;
+mod retention;
 mod secrets;

@@ -55,3 +55,52 @@ fn secrets_reach_neither_the_database_nor_the_logs_and_sigterm_drains() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+#[test]
+fn events_past_the_retention_are_deleted_by_the_running_server() {
+    use hookmesh_e2e::ControlPlaneOptions;
+    let cp = ControlPlane::start_with(ControlPlaneOptions {
+        extra_args: vec!["--retention".into(), "2s".into()],
+        ..ControlPlaneOptions::default()
+    });
+    let t = cp.call("POST", "/v1/tenants", Some(&json!({"name": "acme"})));
+    let tenant: serde_json::Value = serde_json::from_slice(&t.body).unwrap();
+    let e = cp.call(
+        "POST",
+        "/v1/events",
+        Some(&json!({"tenant_id": tenant["id"], "event_type": "order.created", "payload": {}})),
+    );
+    assert_eq!(e.status, 202, "{}", e.text());
+    let id: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
+    let id = id["id"].as_str().unwrap();
+    assert!(cp.call("GET", "/v1/events", None).text().contains(id));
+    // Two seconds old, then gone at the next pass (one a second at this retention).
+    let start = std::time::Instant::now();
+    while cp.call("GET", "/v1/events", None).text().contains(id) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(15),
+            "the event outlived its retention"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(start.elapsed() >= std::time::Duration::from_millis(1500));
+    let metrics = cp.call("GET", "/metrics", None).text();
+    assert!(
+        metrics.contains(r#"hookmesh_retention_deleted_total{kind="event"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_malformed_retention_is_a_clear_start_up_error() {
+    use hookmesh_e2e::ControlPlaneOptions;
+    let text = ControlPlane::start_failing(ControlPlaneOptions {
+        extra_args: vec!["--retention".into(), "30".into()],
+        ..ControlPlaneOptions::default()
+    });
+    assert!(
+        text.contains("--retention")
+            && text.contains("expected a number and a unit (d, h, m or s)"),
+        "{text}"
+    );
+}

@@ -1,0 +1,186 @@
+//! Retention: what ages out of the store, and what stays because it is still needed.
+
+use crate::both;
+use crate::delivery::endpoint;
+use crate::support::{TestApp, ADMIN};
+use hookmesh::retention::{purge, Purged};
+use hookmesh_e2e::Receiver;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+both!(past_the_retention_finished_events_and_webhooks_go_and_open_ones_stay);
+
+async fn publish(app: &TestApp, tenant: &str, event_type: &str) -> String {
+    app.post(
+        "/v1/events",
+        ADMIN,
+        json!({"tenant_id": tenant, "event_type": event_type, "payload": {"n": 1}}),
+    )
+    .await
+    .expect(202)
+    .json["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The event's one delivery once `done` holds (15 s at most).
+async fn delivery_when(app: &TestApp, event: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let list = app
+            .get(&format!("/v1/deliveries?event_id={event}"), ADMIN)
+            .await
+            .expect(200)
+            .json;
+        if let Some(d) = list["data"].as_array().and_then(|a| a.first()) {
+            if done(d) {
+                return d.clone();
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the delivery never got there: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn stored_events(app: &TestApp, ids: &[&str]) -> Vec<String> {
+    let ids: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
+    let mut found: Vec<String> = app
+        .state
+        .store
+        .events_by_id(&ids)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    found.sort();
+    found
+}
+
+async fn past_the_retention_finished_events_and_webhooks_go_and_open_ones_stay(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let (ok, slow, broken) = (Receiver::start(), Receiver::start(), Receiver::start());
+    slow.set_status(500);
+    broken.set_status(500);
+    endpoint(&app, &t, json!({"url": ok.url("/"), "event_types": ["ok"]})).await;
+    // Fails once, then waits a minute for its retry: pending throughout the test.
+    endpoint(&app, &t, json!({"url": slow.url("/"), "event_types": ["slow"], "retry_policy": {"type": "schedule", "delays_secs": [60]}})).await;
+    // Fails twice and is dead-lettered: finished.
+    endpoint(&app, &t, json!({"url": broken.url("/"), "event_types": ["dead"], "retry_policy": {"type": "schedule", "delays_secs": [0]}})).await;
+
+    let delivered = publish(&app, &t, "ok").await;
+    let pending = publish(&app, &t, "slow").await;
+    let dead = publish(&app, &t, "dead").await;
+    // More than one purge step's worth, with no subscriber (no deliveries at all).
+    let mut unrouted = Vec::new();
+    for _ in 0..300 {
+        unrouted.push(publish(&app, &t, "nobody").await);
+    }
+    let delivered_d = delivery_when(&app, &delivered, |d| d["status"] == "succeeded").await;
+    let dead_d = delivery_when(&app, &dead, |d| d["status"] == "dead").await;
+    let pending_d = delivery_when(&app, &pending, |d| {
+        d["status"] == "pending" && d["attempts"] == 1
+    })
+    .await;
+
+    // Hub webhooks: one whose duplicate window (1 s) ends before the purge's `now`, one whose
+    // window (an hour) is still open then.
+    for (name, window) in [("short", 1), ("long", 3600)] {
+        app.post(
+            "/v1/sources",
+            ADMIN,
+            json!({
+                "tenant_id": t,
+                "spec": {"name": name, "match": {"path_prefix": format!("/{name}")}, "mode": "hub"},
+                "ingest": {"dedup": {"window_secs": window}, "routes": []},
+            }),
+        )
+        .await
+        .expect(201);
+    }
+    let app = &app;
+    let webhook = |source: &'static str, id: &'static str| async move {
+        app.ingest(
+            source,
+            &[("webhook-id", id), ("content-type", "application/json")],
+            br#"{"type": "x"}"#,
+        )
+        .await
+        .expect(200)
+        .json["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let short = webhook("short", "msg_1").await;
+    let long = webhook("long", "msg_1").await;
+
+    let before = hookmesh::ids::now_ms() + 1;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let late = publish(&app, &t, "nobody").await;
+    let late_webhook = webhook("short", "msg_2").await;
+    let now = before + 2_000;
+
+    let store = app.state.store.as_ref();
+    let purged = purge(store, before, now).await.unwrap();
+    assert_eq!(
+        purged,
+        Purged {
+            events: 2 + 300,
+            inbound: 1
+        }
+    );
+
+    // Finished events went with their deliveries and attempts.
+    assert!(
+        stored_events(&app, &[&delivered, &dead, &unrouted[0], &unrouted[299]])
+            .await
+            .is_empty()
+    );
+    for d in [&delivered_d, &dead_d] {
+        let id = d["id"].as_str().unwrap();
+        app.get(&format!("/v1/deliveries/{id}"), ADMIN)
+            .await
+            .expect(404);
+        assert!(store.list_attempts(id).await.unwrap().is_empty());
+    }
+    // The event with a delivery still to make stays whole, and so does everything newer.
+    let mut kept = vec![pending.clone(), late.clone()];
+    kept.sort();
+    assert_eq!(stored_events(&app, &[&pending, &late]).await, kept);
+    let pending_id = pending_d["id"].as_str().unwrap();
+    app.get(&format!("/v1/deliveries/{pending_id}"), ADMIN)
+        .await
+        .expect(200);
+    assert_eq!(store.list_attempts(pending_id).await.unwrap().len(), 1);
+
+    app.get(&format!("/v1/inbound_events/{short}"), ADMIN)
+        .await
+        .expect(404);
+    for kept in [&long, &late_webhook] {
+        app.get(&format!("/v1/inbound_events/{kept}"), ADMIN)
+            .await
+            .expect(200);
+    }
+    // The held key still drops the provider's retry.
+    let again = app
+        .ingest(
+            "long",
+            &[
+                ("webhook-id", "msg_1"),
+                ("content-type", "application/json"),
+            ],
+            br#"{"type": "x"}"#,
+        )
+        .await
+        .expect(200);
+    assert_eq!(again.json["status"], "duplicate");
+    assert_eq!(again.json["id"], long.as_str());
+
+    // A second pass finds nothing more.
+    assert_eq!(purge(store, before, now).await.unwrap(), Purged::default());
+}
