@@ -97,7 +97,7 @@ pub async fn purge(store: &dyn Store, before: i64, now: i64) -> Result<Purged, S
         let step = store.purge_events(&after, &cut, STEP).await?;
         purged.events += step.deleted;
         match step.last {
-            Some(last) if step.scanned as i64 == STEP => after = last,
+            Some(last) if step.found as i64 == STEP => after = last,
             _ => break,
         }
         // Let the group commit have the writing connection between steps.
@@ -109,7 +109,7 @@ pub async fn purge(store: &dyn Store, before: i64, now: i64) -> Result<Purged, S
         let step = store.purge_inbound(&after, &cut, now, STEP).await?;
         purged.inbound += step.deleted;
         match step.last {
-            Some(last) if step.scanned as i64 == STEP => after = last,
+            Some(last) if step.found as i64 == STEP => after = last,
             _ => break,
         }
         tokio::task::yield_now().await;

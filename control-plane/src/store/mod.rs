@@ -395,11 +395,12 @@ pub struct DeliveryQuery {
 /// What one step of a retention purge did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PurgeStep {
-    /// Rows looked at: fewer than the step's limit means the range is done.
-    pub scanned: usize,
-    /// Rows deleted (events, or inbound events).
+    /// Rows found old enough and no longer needed: fewer than the step's limit means the
+    /// range is done.
+    pub found: usize,
+    /// Rows deleted (events, or inbound events): fewer than found when one was reopened since.
     pub deleted: u64,
-    /// The last id looked at: the next step starts after it.
+    /// The last id found: the next step starts after it.
     pub last: Option<String>,
 }
 
@@ -508,8 +509,8 @@ pub trait Store: Send + Sync + 'static {
     async fn idempotency_release(&self, key: &str) -> Result<(), StoreError>;
     /// Forgets keys older than `before` (unix ms).
     async fn idempotency_purge(&self, before: i64) -> Result<u64, StoreError>;
-    /// Looks at up to `limit` events with ids strictly between `after` and `before`, oldest
-    /// first, and deletes those whose deliveries have all finished, with their deliveries and
+    /// Finds up to `limit` events with ids strictly between `after` and `before` whose
+    /// deliveries have all finished, oldest first, and deletes them with their deliveries and
     /// attempts. An event with a delivery still pending or in flight stays.
     async fn purge_events(
         &self,
@@ -517,8 +518,8 @@ pub trait Store: Send + Sync + 'static {
         before: &str,
         limit: i64,
     ) -> Result<PurgeStep, StoreError>;
-    /// Looks at up to `limit` inbound events with ids strictly between `after` and `before`,
-    /// oldest first, and deletes those whose duplicate window has ended by `now`.
+    /// Finds up to `limit` inbound events with ids strictly between `after` and `before` whose
+    /// duplicate window has ended by `now`, oldest first, and deletes them.
     async fn purge_inbound(
         &self,
         after: &str,

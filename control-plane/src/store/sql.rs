@@ -33,6 +33,14 @@ macro_rules! sql_store {
                 })
             }
 
+            /// The `id` column of each row.
+            fn ids(rows: &[<Self as DbTypes>::Row]) -> Result<Vec<String>, StoreError> {
+                use sqlx::Row as _;
+                rows.iter()
+                    .map(|r| r.try_get::<String, _>("id").map_err(StoreError::from))
+                    .collect()
+            }
+
             fn delivery(row: &<Self as DbTypes>::Row) -> Result<DeliveryRow, StoreError> {
                 use sqlx::Row as _;
                 Ok(DeliveryRow {
@@ -415,7 +423,6 @@ macro_rules! sql_store {
             }
 
             async fn find_deliveries(&self, f: &ReplayFilter, after: Option<&str>, limit: i64) -> Result<Vec<String>, StoreError> {
-                use sqlx::Row as _;
                 let rows = sqlx::query(
                     "SELECT id FROM deliveries WHERE status <> 'leased' \
                      AND (CAST($1 AS TEXT) IS NULL OR tenant_id = $1) \
@@ -436,7 +443,7 @@ macro_rules! sql_store {
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter().map(|r| r.try_get::<String, _>("id").map_err(StoreError::from)).collect()
+                Self::ids(&rows)
             }
 
             async fn requeue_deliveries(&self, ids: &[String], now: i64) -> Result<u64, StoreError> {
@@ -568,25 +575,29 @@ macro_rules! sql_store {
             }
 
             async fn purge_events(&self, after: &str, before: &str, limit: i64) -> Result<PurgeStep, StoreError> {
-                use sqlx::Row as _;
-                let mut tx = self.writer.begin_with($begin).await?;
-                // The id's own index gives the oldest first.
-                let rows = sqlx::query("SELECT id FROM events WHERE id > $1 AND id < $2 ORDER BY id LIMIT $3")
+                // Found by a reader, oldest first through the id's own index, so that the
+                // writing connection is taken only when there is something to delete.
+                let ids = Self::ids(
+                    &sqlx::query(
+                        "SELECT e.id FROM events e WHERE e.id > $1 AND e.id < $2 \
+                         AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status IN ('pending', 'leased')) \
+                         ORDER BY e.id LIMIT $3",
+                    )
                     .bind(after)
                     .bind(before)
                     .bind(limit)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let ids = rows
-                    .iter()
-                    .map(|r| r.try_get::<String, _>("id"))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let mut step = PurgeStep { scanned: ids.len(), last: ids.last().cloned(), deleted: 0 };
+                    .fetch_all(&self.pool)
+                    .await?,
+                )?;
+                let mut step = PurgeStep { found: ids.len(), last: ids.last().cloned(), deleted: 0 };
+                if ids.is_empty() {
+                    return Ok(step);
+                }
+                let mut tx = self.writer.begin_with($begin).await?;
                 for chunk in shaped_chunks(&ids) {
                     // Finished deliveries go with their attempts; an event goes once it has no
-                    // delivery left, so one with a delivery pending or in flight stays whole
-                    // (checked by each statement: on PostgreSQL a replay may reopen one after
-                    // the scan).
+                    // delivery left. Each statement checks again: a replay may have reopened
+                    // a delivery since the read.
                     let statements = [
                         ("DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE status NOT IN ('pending', 'leased') AND event_id IN (", "))"),
                         ("DELETE FROM deliveries WHERE status NOT IN ('pending', 'leased') AND event_id IN (", ")"),
@@ -610,24 +621,26 @@ macro_rules! sql_store {
             }
 
             async fn purge_inbound(&self, after: &str, before: &str, now: i64, limit: i64) -> Result<PurgeStep, StoreError> {
-                use sqlx::Row as _;
+                // A webhook whose duplicate window is still open stays: without its key, a late
+                // copy would be routed again.
+                let ids = Self::ids(
+                    &sqlx::query(
+                        "SELECT id FROM inbound_events WHERE id > $1 AND id < $2 \
+                         AND (dedup_until IS NULL OR dedup_until <= $3) ORDER BY id LIMIT $4",
+                    )
+                    .bind(after)
+                    .bind(before)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?,
+                )?;
+                let mut step = PurgeStep { found: ids.len(), last: ids.last().cloned(), deleted: 0 };
+                if ids.is_empty() {
+                    return Ok(step);
+                }
                 let mut tx = self.writer.begin_with($begin).await?;
-                let rows = sqlx::query(
-                    "SELECT id FROM inbound_events WHERE id > $1 AND id < $2 ORDER BY id LIMIT $3",
-                )
-                .bind(after)
-                .bind(before)
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await?;
-                let ids = rows
-                    .iter()
-                    .map(|r| r.try_get::<String, _>("id"))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let mut step = PurgeStep { scanned: ids.len(), last: ids.last().cloned(), deleted: 0 };
                 for chunk in shaped_chunks(&ids) {
-                    // A webhook whose duplicate window is still open stays: without its key, a
-                    // late copy would be routed again.
                     let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new(
                         "DELETE FROM inbound_events WHERE (dedup_until IS NULL OR dedup_until <= ",
                     );
