@@ -293,14 +293,29 @@ async fn measure(
     }
 }
 
+/// `BENCH_RETENTION` (e.g. `5s`): the control plane's `--retention`, with duplicate windows of
+/// one second, so that the purge deletes webhooks, events, deliveries and attempts about as
+/// fast as they arrive: the steady state of a hub that has run for longer than its retention.
+fn retention() -> Option<String> {
+    std::env::var("BENCH_RETENTION")
+        .ok()
+        .filter(|r| !r.is_empty())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     require_bench_binary();
     let n: usize = bench_setting("BENCH_EVENTS").unwrap_or(20_000);
     let (port, count) = counting_receiver().await;
+    let mut extra_args = vec!["--allow-destination-cidrs".into(), "127.0.0.0/8".into()];
+    let mut dedup = json!({});
+    if let Some(r) = retention() {
+        extra_args.extend(["--retention".into(), r]);
+        dedup = json!({"window_secs": 1});
+    }
     let cp = ControlPlane::start_with(ControlPlaneOptions {
         log: "warn".into(),
-        extra_args: vec!["--allow-destination-cidrs".into(), "127.0.0.0/8".into()],
+        extra_args,
         ingest: ingest_at(),
         ..ControlPlaneOptions::default()
     });
@@ -322,14 +337,14 @@ async fn main() {
         "POST",
         "/v1/sources",
         Some(&json!({"tenant_id": tenant, "spec": {"name": "hub", "match": {"path_prefix": "/hub"}, "mode": "hub", "verify": verify},
-                     "ingest": {"transform": {"event_type": ".type"}, "routes": [{"name": "all", "to": [endpoint]}]}})),
+                     "ingest": {"dedup": dedup, "transform": {"event_type": ".type"}, "routes": [{"name": "all", "to": [endpoint]}]}})),
         201,
     );
     cp.json(
         "POST",
         "/v1/sources",
         Some(&json!({"tenant_id": tenant, "spec": {"name": "store", "match": {"path_prefix": "/store"}, "mode": "hub", "verify": verify},
-                     "ingest": {"transform": {"event_type": ".type"}}})),
+                     "ingest": {"dedup": dedup, "transform": {"event_type": ".type"}}})),
         201,
     );
     cp.json(
@@ -433,6 +448,11 @@ async fn main() {
         "per round, accepted/s: {per_round}\nhub / edge: {:.2}; control plane peak RSS {rss:.1} MiB",
         hub.accepted_per_sec / edge.accepted_per_sec
     );
+    let retained = match retention() {
+        Some(r) => format!(" With `BENCH_RETENTION={r}`: the control plane's `--retention {r}` and one-second duplicate\n\
+            windows, so the purge deletes webhooks, events, deliveries and attempts about as fast as they arrive."),
+        None => String::new(),
+    };
     let date = today();
     let section = format!(
         "<!-- bench-ingest:start -->\n## Inbound hub throughput (`make bench-ingest`)\n\n\
@@ -447,7 +467,7 @@ async fn main() {
          on the machine, kernel work included. Counted rather than timed, so comparable across hours of a shared\n\
          machine: the control plane's context switches (all threads) and the bytes it sent to storage (`/proc/<pid>/io`\n\
          `write_bytes`: the WAL and checkpoints), per webhook. The three paths run in turn for {} rounds (`BENCH_ROUNDS`); each row is\n\
-         the path's median round. Measured {date} on {} cores ({}), everything on the same machine.\n\n\
+         the path's median round.{retained} Measured {date} on {} cores ({}), everything on the same machine.\n\n\
          | path | accepted/s | p50 | p99 | delivered end to end/s | CPU: control plane | CPU: Envoy | CPU: load generator and receiver | CPU: machine | control plane: context switches | control plane: to storage |\n\
          |---|---|---|---|---|---|---|---|---|---|---|\n{rows}\n\
          Per round, accepted/s: {per_round}.\n\n\
