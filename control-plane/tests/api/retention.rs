@@ -62,27 +62,28 @@ async fn stored_events(app: &TestApp, ids: &[&str]) -> Vec<String> {
 }
 
 async fn past_the_retention_finished_events_and_webhooks_go_and_open_ones_stay(app: TestApp) {
+    let app = &app;
     let t = app.tenant("acme").await;
     let (ok, slow, broken) = (Receiver::start(), Receiver::start(), Receiver::start());
     slow.set_status(500);
     broken.set_status(500);
-    endpoint(&app, &t, json!({"url": ok.url("/"), "event_types": ["ok"]})).await;
+    endpoint(app, &t, json!({"url": ok.url("/"), "event_types": ["ok"]})).await;
     // Fails once, then waits a minute for its retry: pending throughout the test.
-    endpoint(&app, &t, json!({"url": slow.url("/"), "event_types": ["slow"], "retry_policy": {"type": "schedule", "delays_secs": [60]}})).await;
+    endpoint(app, &t, json!({"url": slow.url("/"), "event_types": ["slow"], "retry_policy": {"type": "schedule", "delays_secs": [60]}})).await;
     // Fails twice and is dead-lettered: finished.
-    endpoint(&app, &t, json!({"url": broken.url("/"), "event_types": ["dead"], "retry_policy": {"type": "schedule", "delays_secs": [0]}})).await;
+    endpoint(app, &t, json!({"url": broken.url("/"), "event_types": ["dead"], "retry_policy": {"type": "schedule", "delays_secs": [0]}})).await;
 
-    let delivered = publish(&app, &t, "ok").await;
-    let pending = publish(&app, &t, "slow").await;
-    let dead = publish(&app, &t, "dead").await;
+    let delivered = publish(app, &t, "ok").await;
+    let pending = publish(app, &t, "slow").await;
+    let dead = publish(app, &t, "dead").await;
     // More than one purge step's worth, with no subscriber (no deliveries at all).
     let mut unrouted = Vec::new();
     for _ in 0..300 {
-        unrouted.push(publish(&app, &t, "nobody").await);
+        unrouted.push(publish(app, &t, "nobody").await);
     }
-    let delivered_d = delivery_when(&app, &delivered, |d| d["status"] == "succeeded").await;
-    let dead_d = delivery_when(&app, &dead, |d| d["status"] == "dead").await;
-    let pending_d = delivery_when(&app, &pending, |d| {
+    let delivered_d = delivery_when(app, &delivered, |d| d["status"] == "succeeded").await;
+    let dead_d = delivery_when(app, &dead, |d| d["status"] == "dead").await;
+    let pending_d = delivery_when(app, &pending, |d| {
         d["status"] == "pending" && d["attempts"] == 1
     })
     .await;
@@ -102,7 +103,6 @@ async fn past_the_retention_finished_events_and_webhooks_go_and_open_ones_stay(a
         .await
         .expect(201);
     }
-    let app = &app;
     let webhook = |source: &'static str, id: &'static str| async move {
         app.ingest(
             source,
@@ -121,7 +121,7 @@ async fn past_the_retention_finished_events_and_webhooks_go_and_open_ones_stay(a
 
     let before = hookmesh::ids::now_ms() + 1;
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let late = publish(&app, &t, "nobody").await;
+    let late = publish(app, &t, "nobody").await;
     let late_webhook = webhook("short", "msg_2").await;
     let now = before + 2_000;
 
@@ -137,7 +137,7 @@ async fn past_the_retention_finished_events_and_webhooks_go_and_open_ones_stay(a
 
     // Finished events went with their deliveries and attempts.
     assert!(
-        stored_events(&app, &[&delivered, &dead, &unrouted[0], &unrouted[299]])
+        stored_events(app, &[&delivered, &dead, &unrouted[0], &unrouted[299]])
             .await
             .is_empty()
     );
@@ -151,7 +151,7 @@ async fn past_the_retention_finished_events_and_webhooks_go_and_open_ones_stay(a
     // The event with a delivery still to make stays whole, and so does everything newer.
     let mut kept = vec![pending.clone(), late.clone()];
     kept.sort();
-    assert_eq!(stored_events(&app, &[&pending, &late]).await, kept);
+    assert_eq!(stored_events(app, &[&pending, &late]).await, kept);
     let pending_id = pending_d["id"].as_str().unwrap();
     app.get(&format!("/v1/deliveries/{pending_id}"), ADMIN)
         .await
