@@ -89,32 +89,55 @@ pub struct Purged {
 /// # Errors
 /// The store failed; what earlier steps deleted stays deleted.
 pub async fn purge(store: &dyn Store, before: i64, now: i64) -> Result<Purged, StoreError> {
-    let mut purged = Purged::default();
+    Ok(Purged {
+        events: oldest_first(store, Table::Events, before, now).await?,
+        inbound: oldest_first(store, Table::Inbound, before, now).await?,
+    })
+}
+
+/// What ages out.
+#[derive(Clone, Copy)]
+enum Table {
+    Events,
+    Inbound,
+}
+
+/// Finds a step of rows of `table` made before `before` after the last one found, and deletes
+/// them, until a step finds fewer than [`STEP`]; returns how many went.
+async fn oldest_first(
+    store: &dyn Store,
+    table: Table,
+    before: i64,
+    now: i64,
+) -> Result<u64, StoreError> {
     // Ids are time-ordered, so "made before" is a range of each table's primary key.
-    let cut = crate::ids::floor_id("evt", before);
+    let cut = crate::ids::floor_id(
+        match table {
+            Table::Events => "evt",
+            Table::Inbound => "inb",
+        },
+        before,
+    );
     let mut after = String::new();
+    let mut deleted = 0;
     loop {
-        let step = store.purge_events(&after, &cut, STEP).await?;
-        purged.events += step.deleted;
-        match step.last {
-            Some(last) if step.found as i64 == STEP => after = last,
-            _ => break,
+        let ids = match table {
+            Table::Events => store.aged_events(&after, &cut, STEP).await?,
+            Table::Inbound => store.aged_inbound(&after, &cut, now, STEP).await?,
+        };
+        if !ids.is_empty() {
+            deleted += match table {
+                Table::Events => store.purge_events(&ids).await?,
+                Table::Inbound => store.purge_inbound(&ids, now).await?,
+            };
+        }
+        match ids.last() {
+            Some(last) if ids.len() as i64 == STEP => after.clone_from(last),
+            _ => return Ok(deleted),
         }
         // Let the group commit have the writing connection between steps.
         tokio::task::yield_now().await;
     }
-    let cut = crate::ids::floor_id("inb", before);
-    let mut after = String::new();
-    loop {
-        let step = store.purge_inbound(&after, &cut, now, STEP).await?;
-        purged.inbound += step.deleted;
-        match step.last {
-            Some(last) if step.found as i64 == STEP => after = last,
-            _ => break,
-        }
-        tokio::task::yield_now().await;
-    }
-    Ok(purged)
 }
 
 /// Runs the housekeeping for as long as the returned task lives: idempotency keys past their

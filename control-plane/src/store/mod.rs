@@ -392,18 +392,6 @@ pub struct DeliveryQuery {
     pub limit: i64,
 }
 
-/// What one step of a retention purge did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PurgeStep {
-    /// Rows found old enough and no longer needed: fewer than the step's limit means the
-    /// range is done.
-    pub found: usize,
-    /// Rows deleted (events, or inbound events): fewer than found when one was reopened since.
-    pub deleted: u64,
-    /// The last id found: the next step starts after it.
-    pub last: Option<String>,
-}
-
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -509,24 +497,28 @@ pub trait Store: Send + Sync + 'static {
     async fn idempotency_release(&self, key: &str) -> Result<(), StoreError>;
     /// Forgets keys older than `before` (unix ms).
     async fn idempotency_purge(&self, before: i64) -> Result<u64, StoreError>;
-    /// Finds up to `limit` events with ids strictly between `after` and `before` whose
-    /// deliveries have all finished, oldest first, and deletes them with their deliveries and
-    /// attempts. An event with a delivery still pending or in flight stays.
-    async fn purge_events(
+    /// Up to `limit` events with ids strictly between `after` and `before` whose deliveries
+    /// have all finished, oldest first.
+    async fn aged_events(
         &self,
         after: &str,
         before: &str,
         limit: i64,
-    ) -> Result<PurgeStep, StoreError>;
-    /// Finds up to `limit` inbound events with ids strictly between `after` and `before` whose
-    /// duplicate window has ended by `now`, oldest first, and deletes them.
-    async fn purge_inbound(
+    ) -> Result<Vec<String>, StoreError>;
+    /// Deletes these events with their deliveries and attempts, each only if none of its
+    /// deliveries is pending or in flight (again) by then; returns how many events went.
+    async fn purge_events(&self, ids: &[String]) -> Result<u64, StoreError>;
+    /// Up to `limit` inbound events with ids strictly between `after` and `before` whose
+    /// duplicate window has ended by `now`, oldest first.
+    async fn aged_inbound(
         &self,
         after: &str,
         before: &str,
         now: i64,
         limit: i64,
-    ) -> Result<PurgeStep, StoreError>;
+    ) -> Result<Vec<String>, StoreError>;
+    /// Deletes these inbound events, each only if its duplicate window has ended by `now`.
+    async fn purge_inbound(&self, ids: &[String], now: i64) -> Result<u64, StoreError>;
 
     /// In one transaction (group commit): stores inbound events (dropping duplicates), events
     /// with their deliveries, and records attempts with their outcomes. Returns what became of

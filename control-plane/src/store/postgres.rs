@@ -3,7 +3,7 @@
 use super::sql::{claim_sql, parse_kind, shaped_chunks, sql_store, DbTypes};
 use super::{
     AttemptRow, AuditEntry, AuditQuery, Completion, DeliveryQuery, DeliveryRow, EventRow,
-    IdempotentResponse, InboundQuery, InboundRow, Kind, ListQuery, NewEvent, NewInbound, PurgeStep,
+    IdempotentResponse, InboundQuery, InboundRow, Kind, ListQuery, NewEvent, NewInbound,
     ReplayFilter, Reservation, Resource, Store, StoreError, Written,
 };
 use sqlx::postgres::PgPoolOptions;

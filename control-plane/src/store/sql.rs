@@ -33,6 +33,17 @@ macro_rules! sql_store {
                 })
             }
 
+            /// `head`, then the ids as one bound list, then `)`.
+            fn id_list<'a>(head: &str, ids: &'a [String]) -> sqlx::QueryBuilder<'a, <Self as DbTypes>::Db> {
+                let mut q = sqlx::QueryBuilder::new(head);
+                let mut list = q.separated(", ");
+                for id in ids {
+                    list.push_bind(id);
+                }
+                q.push(")");
+                q
+            }
+
             /// The `id` column of each row.
             fn ids(rows: &[<Self as DbTypes>::Row]) -> Result<Vec<String>, StoreError> {
                 use sqlx::Row as _;
@@ -473,13 +484,8 @@ macro_rules! sql_store {
                 }
                 let mut out = Vec::with_capacity(ids.len());
                 for chunk in shaped_chunks(ids) {
-                    let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new("SELECT * FROM events WHERE id IN (");
-                    let mut list = q.separated(", ");
-                    for id in chunk {
-                        list.push_bind(id);
-                    }
-                    q.push(")");
-                    for row in q.build().fetch_all(&self.pool).await? {
+                    for row in Self::id_list("SELECT * FROM events WHERE id IN (", chunk)
+                        .build().fetch_all(&self.pool).await? {
                         out.push(Self::event(&row)?);
                     }
                 }
@@ -574,87 +580,78 @@ macro_rules! sql_store {
                 Ok(done.rows_affected())
             }
 
-            async fn purge_events(&self, after: &str, before: &str, limit: i64) -> Result<PurgeStep, StoreError> {
-                // Found by a reader, oldest first through the id's own index, so that the
-                // writing connection is taken only when there is something to delete.
-                let ids = Self::ids(
-                    &sqlx::query(
-                        "SELECT e.id FROM events e WHERE e.id > $1 AND e.id < $2 \
-                         AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status IN ('pending', 'leased')) \
-                         ORDER BY e.id LIMIT $3",
-                    )
-                    .bind(after)
-                    .bind(before)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?,
-                )?;
-                let mut step = PurgeStep { found: ids.len(), last: ids.last().cloned(), deleted: 0 };
-                if ids.is_empty() {
-                    return Ok(step);
-                }
+            async fn aged_events(&self, after: &str, before: &str, limit: i64) -> Result<Vec<String>, StoreError> {
+                // Read, oldest first through the id's own index: the writing connection is taken
+                // only when there is something to delete.
+                let rows = sqlx::query(
+                    "SELECT e.id FROM events e WHERE e.id > $1 AND e.id < $2 \
+                     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status IN ('pending', 'leased')) \
+                     ORDER BY e.id LIMIT $3",
+                )
+                .bind(after)
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Self::ids(&rows)
+            }
+
+            async fn purge_events(&self, ids: &[String]) -> Result<u64, StoreError> {
                 let mut tx = self.writer.begin_with($begin).await?;
-                for chunk in shaped_chunks(&ids) {
+                let mut deleted = 0;
+                for chunk in shaped_chunks(ids) {
                     // Finished deliveries go with their attempts; an event goes once it has no
                     // delivery left. Each statement checks again: a replay may have reopened
                     // a delivery since the read.
-                    let statements = [
-                        ("DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE status NOT IN ('pending', 'leased') AND event_id IN (", "))"),
-                        ("DELETE FROM deliveries WHERE status NOT IN ('pending', 'leased') AND event_id IN (", ")"),
-                        ("DELETE FROM events WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id) AND id IN (", ")"),
-                    ];
-                    let mut deleted = 0;
-                    for (head, tail) in statements {
-                        let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new(head);
-                        let mut list = q.separated(", ");
-                        for id in chunk {
-                            list.push_bind(id);
-                        }
-                        q.push(tail);
-                        // The last statement's count: the events.
-                        deleted = q.build().execute(&mut *tx).await?.rows_affected();
-                    }
-                    step.deleted += deleted;
+                    let mut attempts = Self::id_list(
+                        "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE status NOT IN ('pending', 'leased') AND event_id IN (",
+                        chunk,
+                    );
+                    attempts.push(")");
+                    attempts.build().execute(&mut *tx).await?;
+                    Self::id_list("DELETE FROM deliveries WHERE status NOT IN ('pending', 'leased') AND event_id IN (", chunk)
+                        .build()
+                        .execute(&mut *tx)
+                        .await?;
+                    deleted += Self::id_list(
+                        "DELETE FROM events WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id) AND id IN (",
+                        chunk,
+                    )
+                    .build()
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
                 }
                 tx.commit().await?;
-                Ok(step)
+                Ok(deleted)
             }
 
-            async fn purge_inbound(&self, after: &str, before: &str, now: i64, limit: i64) -> Result<PurgeStep, StoreError> {
-                // A webhook whose duplicate window is still open stays: without its key, a late
-                // copy would be routed again.
-                let ids = Self::ids(
-                    &sqlx::query(
-                        "SELECT id FROM inbound_events WHERE id > $1 AND id < $2 \
-                         AND (dedup_until IS NULL OR dedup_until <= $3) ORDER BY id LIMIT $4",
-                    )
-                    .bind(after)
-                    .bind(before)
-                    .bind(now)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?,
-                )?;
-                let mut step = PurgeStep { found: ids.len(), last: ids.last().cloned(), deleted: 0 };
-                if ids.is_empty() {
-                    return Ok(step);
-                }
+            async fn aged_inbound(&self, after: &str, before: &str, now: i64, limit: i64) -> Result<Vec<String>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT id FROM inbound_events WHERE id > $1 AND id < $2 \
+                     AND (dedup_until IS NULL OR dedup_until <= $3) ORDER BY id LIMIT $4",
+                )
+                .bind(after)
+                .bind(before)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Self::ids(&rows)
+            }
+
+            async fn purge_inbound(&self, ids: &[String], now: i64) -> Result<u64, StoreError> {
                 let mut tx = self.writer.begin_with($begin).await?;
-                for chunk in shaped_chunks(&ids) {
-                    let mut q = sqlx::QueryBuilder::<<Self as DbTypes>::Db>::new(
-                        "DELETE FROM inbound_events WHERE (dedup_until IS NULL OR dedup_until <= ",
-                    );
+                let mut deleted = 0;
+                for chunk in shaped_chunks(ids) {
+                    let mut q = Self::id_list("DELETE FROM inbound_events WHERE id IN (", chunk);
+                    q.push(" AND (dedup_until IS NULL OR dedup_until <= ");
                     q.push_bind(now);
-                    q.push(") AND id IN (");
-                    let mut list = q.separated(", ");
-                    for id in chunk {
-                        list.push_bind(id);
-                    }
                     q.push(")");
-                    step.deleted += q.build().execute(&mut *tx).await?.rows_affected();
+                    deleted += q.build().execute(&mut *tx).await?.rows_affected();
                 }
                 tx.commit().await?;
-                Ok(step)
+                Ok(deleted)
             }
         }
     };
