@@ -193,6 +193,12 @@ async fn detail(state: &AppState, r: InboundRow) -> Result<InboundDetail, ApiErr
     let document = crate::ingest::parse::document(content_type.as_deref(), &r.body)
         .await
         .unwrap_or(serde_json::Value::Null);
+    // A routed webhook without a stored result had the identity transformation.
+    let result = match r.result.as_deref() {
+        Some(text) => serde_json::from_str(text).ok(),
+        None if r.status == "routed" => Some(document.clone()),
+        None => None,
+    };
     let routing: serde_json::Value =
         serde_json::from_str(&r.routing).unwrap_or(serde_json::Value::Null);
     let mut deliveries = Vec::new();
@@ -235,10 +241,7 @@ async fn detail(state: &AppState, r: InboundRow) -> Result<InboundDetail, ApiErr
             client_ip: r.client_ip.clone(),
         },
         document,
-        result: r
-            .result
-            .as_deref()
-            .and_then(|s| serde_json::from_str(s).ok()),
+        result,
         routing,
         deliveries,
     })

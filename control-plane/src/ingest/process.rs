@@ -364,7 +364,12 @@ pub async fn run(
             Err(e) => return failed(row, format!("the event type program failed: {e}")),
         },
     };
-    row.result = Some(payload.clone());
+    // An identity transformation's result is the document, which the detail shows parsed from
+    // the stored body: a second copy of every payload is not kept.
+    row.result = match p.transform {
+        Transform::Identity => None,
+        _ => Some(payload.clone()),
+    };
     row.event_type = Some(event_type.clone());
     let now = crate::ids::now_ms();
     let mut decisions = Vec::new();

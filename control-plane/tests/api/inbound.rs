@@ -531,6 +531,17 @@ async fn a_key_seen_after_its_window_starts_a_new_one(app: TestApp) {
         inbound(&app, later["id"].as_str().unwrap()).await["duplicates"],
         1
     );
+    // Without a transformation the result is the document, shown but not stored twice.
+    let first_id = first["id"].as_str().unwrap();
+    assert_eq!(inbound(&app, first_id).await["result"], json!({"id": "k1"}));
+    let row = app
+        .state
+        .store
+        .get_inbound(first_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.result, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
