@@ -28,7 +28,7 @@ pub(crate) async fn endpoint(app: &TestApp, tenant: &str, body: Value) -> String
 }
 
 /// Polls the delivery until `done` holds (15 s at most).
-async fn wait_delivery(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn wait_delivery(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -> Value {
     let start = Instant::now();
     loop {
         let d = app
@@ -47,7 +47,7 @@ async fn wait_delivery(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -
     }
 }
 
-async fn only_delivery(app: &TestApp, event: &str) -> String {
+pub(crate) async fn only_delivery(app: &TestApp, event: &str) -> String {
     let list = app
         .get(&format!("/v1/deliveries?event_id={event}"), ADMIN)
         .await

@@ -1,12 +1,12 @@
 //! Retention: what ages out of the store, and what stays because it is still needed.
 
 use crate::both;
-use crate::delivery::endpoint;
+use crate::delivery::{endpoint, only_delivery, wait_delivery};
 use crate::support::{TestApp, ADMIN};
 use hookmesh::retention::{purge, Purged};
 use hookmesh_e2e::Receiver;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 both!(past_the_retention_finished_events_and_webhooks_go_and_open_ones_stay);
 
@@ -24,26 +24,9 @@ async fn publish(app: &TestApp, tenant: &str, event_type: &str) -> String {
         .to_owned()
 }
 
-/// The event's one delivery once `done` holds (15 s at most).
+/// The event's one delivery once `done` holds.
 async fn delivery_when(app: &TestApp, event: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let list = app
-            .get(&format!("/v1/deliveries?event_id={event}"), ADMIN)
-            .await
-            .expect(200)
-            .json;
-        if let Some(d) = list["data"].as_array().and_then(|a| a.first()) {
-            if done(d) {
-                return d.clone();
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "the delivery never got there: {list}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_delivery(app, &only_delivery(app, event).await, done).await
 }
 
 async fn stored_events(app: &TestApp, ids: &[&str]) -> Vec<String> {
