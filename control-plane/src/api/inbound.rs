@@ -5,12 +5,14 @@ use super::auth::{Access, Area, Principal};
 use super::error::ApiError;
 use super::events::{delivery_view, Delivery};
 use super::extract::{AppJson, AppQuery, Page, PageParams};
+use super::jobs::{self, Job, Work};
 use super::AppState;
-use crate::ids::rfc3339;
+use crate::ids::{parse_rfc3339, rfc3339};
 use crate::ingest::process::Run;
-use crate::store::{DeliveryQuery, InboundQuery, InboundRow};
+use crate::store::{DeliveryQuery, InboundFilter, InboundQuery, InboundRow};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
@@ -90,6 +92,12 @@ pub struct InboundParams {
     pub source_id: Option<String>,
     /// `routed`, `quarantined` or `failed`.
     pub status: Option<String>,
+    /// Only webhooks of this computed event type.
+    pub event_type: Option<String>,
+    /// RFC 3339: received at or after.
+    pub since: Option<String>,
+    /// RFC 3339: received before.
+    pub until: Option<String>,
     /// Only this tenant's (global keys).
     pub tenant_id: Option<String>,
     /// 1 to 1000 (default 50).
@@ -98,13 +106,57 @@ pub struct InboundParams {
     pub after: Option<String>,
 }
 
+/// Which inbound webhooks a bulk replay or release covers. Webhooks received after the job
+/// starts are left alone (they take their own way through the current rules).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InboundSelection {
+    /// Tenant (a bound key's own; global keys may omit it to cover every tenant).
+    pub tenant_id: Option<String>,
+    /// Only this source's.
+    pub source_id: Option<String>,
+    /// `routed`, `quarantined` or `failed` (a replay); a release takes quarantined ones only.
+    pub status: Option<String>,
+    /// Only webhooks of this computed event type.
+    pub event_type: Option<String>,
+    /// RFC 3339: received at or after.
+    pub since: Option<String>,
+    /// RFC 3339: received before.
+    pub until: Option<String>,
+}
+
+impl InboundSelection {
+    fn filter(self, who: &Principal, status: Option<String>) -> Result<InboundFilter, ApiError> {
+        let time = |field: &str, v: Option<&str>| {
+            v.map(|t| {
+                parse_rfc3339(t).ok_or_else(|| ApiError::field(field, "not an RFC 3339 time"))
+            })
+            .transpose()
+        };
+        let now = crate::ids::now_ms();
+        Ok(InboundFilter {
+            tenant_id: match (&who.tenant_id, self.tenant_id.as_deref()) {
+                (None, None) => None,
+                (_, requested) => Some(who.tenant_for_create(requested)?),
+            },
+            source_id: self.source_id,
+            status,
+            event_type: self.event_type,
+            since: time("since", self.since.as_deref())?,
+            until: Some(time("until", self.until.as_deref())?.map_or(now, |t| t.min(now))),
+        })
+    }
+}
+
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list))
         .routes(routes!(get))
         .routes(routes!(replay))
+        .routes(routes!(replay_many))
         .routes(routes!(list_quarantine))
         .routes(routes!(release))
+        .routes(routes!(release_many))
         .routes(routes!(remove))
 }
 
@@ -124,6 +176,15 @@ fn summary(r: &InboundRow) -> InboundSummary {
     }
 }
 
+const STATUSES: [&str; 3] = ["routed", "quarantined", "failed"];
+
+fn check_status(status: Option<&str>) -> Result<(), &'static str> {
+    match status {
+        Some(s) if !STATUSES.contains(&s) => Err("one of routed, quarantined, failed"),
+        _ => Ok(()),
+    }
+}
+
 async fn page(
     state: &AppState,
     who: &Principal,
@@ -138,18 +199,23 @@ async fn page(
     }
     .limit()?;
     let status = status.or(p.status);
-    if status
-        .as_deref()
-        .is_some_and(|s| !["routed", "quarantined", "failed"].contains(&s))
-    {
-        return Err(ApiError::BadRequest(
-            "status: one of routed, quarantined, failed".into(),
-        ));
-    }
+    check_status(status.as_deref()).map_err(|e| ApiError::BadRequest(format!("status: {e}")))?;
+    let time = |field: &str, v: Option<&str>| {
+        v.map(|t| {
+            parse_rfc3339(t)
+                .ok_or_else(|| ApiError::BadRequest(format!("{field}: not an RFC 3339 time")))
+        })
+        .transpose()
+    };
     let q = InboundQuery {
-        tenant_id: who.tenant_filter(p.tenant_id.as_deref())?,
-        source_id: p.source_id,
-        status,
+        filter: InboundFilter {
+            tenant_id: who.tenant_filter(p.tenant_id.as_deref())?,
+            source_id: p.source_id,
+            status,
+            event_type: p.event_type,
+            since: time("since", p.since.as_deref())?,
+            until: time("until", p.until.as_deref())?,
+        },
         after: p.after,
         limit: limit + 1,
     };
@@ -274,6 +340,46 @@ async fn replay(
         StatusCode::ACCEPTED,
         AppJson(detail(&state, updated).await?),
     ))
+}
+
+/// Run every inbound webhook a filter selects through its source's current rules again, as
+/// `POST /v1/inbound_events/{id}/replay` does one; runs in the background (`GET /v1/jobs/{id}`).
+#[utoipa::path(post, path = "/v1/inbound_events/replay", tag = "inbound", request_body = InboundSelection,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for retries of the same request")),
+    responses((status = 202, body = Job)))]
+async fn replay_many(
+    State(state): State<AppState>,
+    who: Principal,
+    AppJson(input): AppJson<InboundSelection>,
+) -> Result<Response, ApiError> {
+    who.require(Area::Events, Access::Write)?;
+    let status = input.status.clone();
+    check_status(status.as_deref()).map_err(|e| ApiError::field("status", e))?;
+    let filter = input.filter(&who, status)?;
+    let tenant = filter.tenant_id.clone();
+    jobs::start(&state, &who, tenant, Work::Inbound(filter, Run::Replay)).await
+}
+
+/// Release every quarantined webhook a filter selects, as `POST /v1/quarantine/{id}/release`
+/// does one; runs in the background (`GET /v1/jobs/{id}`).
+#[utoipa::path(post, path = "/v1/quarantine/release", tag = "inbound", request_body = InboundSelection,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for retries of the same request")),
+    responses((status = 202, body = Job)))]
+async fn release_many(
+    State(state): State<AppState>,
+    who: Principal,
+    AppJson(input): AppJson<InboundSelection>,
+) -> Result<Response, ApiError> {
+    who.require(Area::Events, Access::Write)?;
+    if input.status.as_deref().is_some_and(|s| s != "quarantined") {
+        return Err(ApiError::field(
+            "status",
+            "a release takes only `quarantined` webhooks",
+        ));
+    }
+    let filter = input.filter(&who, Some("quarantined".into()))?;
+    let tenant = filter.tenant_id.clone();
+    jobs::start(&state, &who, tenant, Work::Inbound(filter, Run::Release)).await
 }
 
 /// List quarantined inbound webhooks (payloads that failed their source's schema).

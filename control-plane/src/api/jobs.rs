@@ -1,6 +1,7 @@
-//! Bulk replay as a background job: `POST /v1/deliveries/replay` requeues every delivery a filter
-//! matches (not those in flight), page by page, and `GET /v1/jobs/{id}` shows its progress. Jobs
-//! are stored, so any replica can report on them.
+//! Bulk work as background jobs, page by page, with `GET /v1/jobs/{id}` for progress:
+//! `POST /v1/deliveries/replay` requeues every delivery a filter matches (not those in flight);
+//! the inbound hub's bulk replay and quarantine release (`api::inbound`) run its webhooks
+//! through their sources again. Jobs are stored, so any replica can report on them.
 
 use super::auth::{Access, Area, Principal};
 use super::error::ApiError;
@@ -8,15 +9,21 @@ use super::extract::AppJson;
 use super::resource::{audit, load, with_etag};
 use super::AppState;
 use crate::ids::{new_id, now_ms, parse_rfc3339, rfc3339};
-use crate::store::{Kind, ReplayFilter, Resource};
+use crate::ingest::process::Run;
+use crate::store::{InboundFilter, InboundQuery, Kind, ReplayFilter, Resource};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 const PAGE: i64 = 500;
+/// Inbound webhooks per page: rows with their bodies.
+const INBOUND_PAGE: i64 = 100;
+/// Webhooks run at once, so that their writes share group commits.
+const INBOUND_PARALLEL: usize = 16;
 
 /// Which deliveries to attempt again.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -41,12 +48,14 @@ pub struct ReplayInput {
 pub struct Job {
     /// Id (`job_…`).
     pub id: String,
-    /// `replay`.
+    /// `replay` (deliveries), `inbound_replay` or `quarantine_release`.
     pub kind: String,
     /// `running`, `succeeded` or `failed`.
     pub status: String,
-    /// Deliveries requeued so far.
+    /// So far: deliveries requeued, or inbound webhooks run again.
     pub requeued: u64,
+    /// Inbound webhooks left as they were: their source is gone or no longer a hub source.
+    pub skipped: u64,
     /// Why it failed.
     pub error: Option<String>,
     /// RFC 3339.
@@ -55,14 +64,47 @@ pub struct Job {
     pub finished_at: Option<String>,
 }
 
+/// What a job does.
+#[derive(Debug, Clone)]
+pub(super) enum Work {
+    /// Requeue deliveries.
+    Deliveries(ReplayFilter),
+    /// Run inbound webhooks through their sources again.
+    Inbound(InboundFilter, Run),
+}
+
+impl Work {
+    fn kind(&self) -> &'static str {
+        match self {
+            Work::Deliveries(_) => "replay",
+            Work::Inbound(_, Run::Release) => "quarantine_release",
+            Work::Inbound(..) => "inbound_replay",
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Stored {
     kind: String,
     status: String,
-    filter: ReplayFilter,
+    /// A delivery replay's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    filter: Option<ReplayFilter>,
+    /// An inbound replay's or release's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    inbound: Option<InboundFilter>,
     requeued: u64,
+    #[serde(default)]
+    skipped: u64,
     error: Option<String>,
     finished_at: Option<i64>,
+}
+
+/// Counts so far.
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    requeued: u64,
+    skipped: u64,
 }
 
 fn view(r: &Resource) -> Result<Job, ApiError> {
@@ -72,6 +114,7 @@ fn view(r: &Resource) -> Result<Job, ApiError> {
         kind: s.kind,
         status: s.status,
         requeued: s.requeued,
+        skipped: s.skipped,
         error: s.error,
         created_at: rfc3339(r.created_at),
         finished_at: s.finished_at.map(rfc3339),
@@ -118,13 +161,29 @@ async fn replay(
         since: time("since", &input.since)?,
         until: time("until", &input.until)?,
     };
+    start(&state, &who, tenant, Work::Deliveries(filter)).await
+}
+
+/// Stores a new job and starts it; answers 202 with the job.
+pub(super) async fn start(
+    state: &AppState,
+    who: &Principal,
+    tenant: Option<String>,
+    work: Work,
+) -> Result<Response, ApiError> {
     let id = new_id("job");
     let now = now_ms();
+    let (filter, inbound) = match &work {
+        Work::Deliveries(f) => (Some(f.clone()), None),
+        Work::Inbound(f, _) => (None, Some(f.clone())),
+    };
     let body = serde_json::to_value(Stored {
-        kind: "replay".into(),
+        kind: work.kind().into(),
         status: "running".into(),
-        filter: filter.clone(),
+        filter,
+        inbound,
         requeued: 0,
+        skipped: 0,
         error: None,
         finished_at: None,
     })
@@ -145,7 +204,7 @@ async fn replay(
         .insert(
             &r,
             &audit(
-                &who,
+                who,
                 "create",
                 Kind::Job,
                 &id,
@@ -154,7 +213,7 @@ async fn replay(
             ),
         )
         .await?;
-    tokio::spawn(run(state.clone(), r.clone(), filter));
+    tokio::spawn(run(state.clone(), r.clone(), work));
     Ok(with_etag(StatusCode::ACCEPTED, 1, view(&r)?))
 }
 
@@ -170,29 +229,24 @@ async fn get(
     Ok(with_etag(StatusCode::OK, r.version, view(&r)?))
 }
 
-/// Requeues page by page, recording progress after each page.
-async fn run(state: AppState, mut job: Resource, filter: ReplayFilter) {
+/// Works page by page, recording progress after each page.
+async fn run(state: AppState, mut job: Resource, work: Work) {
     let system = Principal::new("system", None, &["admin"]);
-    let mut requeued = 0u64;
+    let mut progress = Progress::default();
     let mut after: Option<String> = None;
     let outcome: Result<(), String> = async {
         loop {
-            let ids = state
-                .store
-                .find_deliveries(&filter, after.as_deref(), PAGE)
-                .await
-                .map_err(|e| e.to_string())?;
-            let Some(last) = ids.last().cloned() else {
+            let last = match &work {
+                Work::Deliveries(f) => requeue_page(&state, f, after.take(), &mut progress).await,
+                Work::Inbound(f, how) => {
+                    rerun_page(&state, f, *how, after.take(), &mut progress).await
+                }
+            }?;
+            let Some(last) = last else {
                 return Ok(());
             };
-            requeued += state
-                .store
-                .requeue_deliveries(&ids, now_ms())
-                .await
-                .map_err(|e| e.to_string())?;
-            state.delivery.wake();
             after = Some(last);
-            job = save(&state, &system, job.clone(), "running", requeued, None)
+            job = save(&state, &system, job.clone(), "running", progress, None)
                 .await
                 .map_err(|e| e.to_string())?;
         }
@@ -202,8 +256,73 @@ async fn run(state: AppState, mut job: Resource, filter: ReplayFilter) {
         Ok(()) => ("succeeded", None),
         Err(e) => ("failed", Some(e)),
     };
-    if let Err(e) = save(&state, &system, job, status, requeued, error).await {
-        tracing::error!(error = %e, "could not record the end of a replay job");
+    if let Err(e) = save(&state, &system, job, status, progress, error).await {
+        tracing::error!(error = %e, kind = work.kind(), "could not record the end of a job");
+    }
+}
+
+/// One page of deliveries requeued; the last id, or none when there are no more.
+async fn requeue_page(
+    state: &AppState,
+    filter: &ReplayFilter,
+    after: Option<String>,
+    progress: &mut Progress,
+) -> Result<Option<String>, String> {
+    let ids = state
+        .store
+        .find_deliveries(filter, after.as_deref(), PAGE)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(last) = ids.last().cloned() else {
+        return Ok(None);
+    };
+    progress.requeued += state
+        .store
+        .requeue_deliveries(&ids, now_ms())
+        .await
+        .map_err(|e| e.to_string())?;
+    state.delivery.wake();
+    Ok(Some(last))
+}
+
+/// One page of inbound webhooks run again, several at once; the last id, or none when there
+/// are no more. A webhook whose source is gone is skipped; a storage failure ends the job.
+async fn rerun_page(
+    state: &AppState,
+    filter: &InboundFilter,
+    how: Run,
+    after: Option<String>,
+    progress: &mut Progress,
+) -> Result<Option<String>, String> {
+    let q = InboundQuery {
+        filter: filter.clone(),
+        after,
+        limit: INBOUND_PAGE,
+    };
+    let rows = state
+        .store
+        .list_inbound(&q)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(last) = rows.last().map(|r| r.id.clone()) else {
+        return Ok(None);
+    };
+    let mut runs = futures::stream::iter(rows.into_iter().map(|row| {
+        let ingest = state.ingest.clone();
+        async move { ingest.rerun(&row, how).await }
+    }))
+    .buffer_unordered(INBOUND_PARALLEL);
+    let mut failure = None;
+    while let Some(outcome) = runs.next().await {
+        match outcome {
+            Ok(_) => progress.requeued += 1,
+            Err(ApiError::Conflict(_)) => progress.skipped += 1,
+            Err(e) => failure = Some(e.to_string()),
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(Some(last)),
     }
 }
 
@@ -212,12 +331,13 @@ async fn save(
     who: &Principal,
     job: Resource,
     status: &str,
-    requeued: u64,
+    progress: Progress,
     error: Option<String>,
 ) -> Result<Resource, ApiError> {
     let mut s: Stored = serde_json::from_value(job.body.clone()).map_err(ApiError::internal)?;
     s.status = status.into();
-    s.requeued = requeued;
+    s.requeued = progress.requeued;
+    s.skipped = progress.skipped;
     s.error = error;
     if status != "running" {
         s.finished_at = Some(now_ms());
@@ -235,7 +355,7 @@ async fn save(
         Kind::Job,
         &job.id,
         Some(&job.tenant_id),
-        serde_json::json!({"status": status, "requeued": requeued}),
+        serde_json::json!({"status": status, "requeued": progress.requeued, "skipped": progress.skipped}),
     );
     state.store.update(&next, job.version, &entry).await?;
     Ok(next)

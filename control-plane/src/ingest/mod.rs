@@ -243,11 +243,17 @@ impl Ingest {
                 inbound.row.duplicates = row.duplicates;
                 inbound.row.dedup_key = row.dedup_key.clone();
                 let out = inbound.row.clone();
-                self.engine
+                let written = self
+                    .engine
                     .write(events, vec![*inbound])
                     .await
                     .map_err(|e| ApiError::Unavailable(format!("storing failed: {e}")))?;
-                Ok(out)
+                match written.inbound.first() {
+                    Some(crate::store::Stored::Created) => Ok(out),
+                    _ => Err(ApiError::Conflict(
+                        "the webhook changed while it was run again (another replay, a release or a delete): nothing was routed; read it and try again".into(),
+                    )),
+                }
             }
         }
     }
@@ -320,6 +326,7 @@ async fn receive(State(ingest): State<Arc<Ingest>>, request: Request) -> Respons
         body: body.to_vec(),
         client_ip,
         received_at,
+        stored: None,
     };
     let id = crate::ids::new_id("inb");
     match process::run(&ingest.engine, &src, rx, id, Run::Arrival).await {

@@ -29,6 +29,9 @@ pub struct Received {
     pub client_ip: Option<String>,
     /// Unix ms.
     pub received_at: i64,
+    /// Run again from the store: the stored row's `updated_at` as read. The new outcome
+    /// replaces that row only if nothing changed it since (another replay, a release, a delete).
+    pub stored: Option<i64>,
 }
 
 impl Received {
@@ -61,6 +64,7 @@ impl Received {
             body: row.body.clone(),
             client_ip: row.client_ip.clone(),
             received_at: row.received_at,
+            stored: Some(row.updated_at),
         }
     }
 }
@@ -278,7 +282,7 @@ pub async fn run(
                 row,
                 dedup_until,
                 events: 0..n,
-                replace: how != Run::Arrival,
+                replaces: rx.stored,
             }),
             events,
         )
@@ -519,6 +523,7 @@ mod tests {
             body: Vec::new(),
             client_ip: None,
             received_at: 0,
+            stored: None,
         }
     }
 

@@ -250,8 +250,10 @@ pub struct NewInbound {
     /// Its outbound events: this range of the events written with it. They are not stored when
     /// the inbound event is a duplicate.
     pub events: std::ops::Range<usize>,
-    /// Replace a stored row's outcome (replay, release) instead of inserting.
-    pub replace: bool,
+    /// Run again (replay, release): the stored row's `updated_at` as read. Its outcome then
+    /// replaces that row's instead of being inserted, if the row is unchanged; otherwise
+    /// nothing is written and it is stored as a duplicate of itself (its events are not).
+    pub replaces: Option<i64>,
 }
 
 /// What a write stored.
@@ -263,15 +265,28 @@ pub struct Written {
     pub inbound: Vec<Stored>,
 }
 
-/// Inbound event filters.
-#[derive(Debug, Clone, Default)]
-pub struct InboundQuery {
+/// Which inbound webhooks: the list's filters, and what a bulk replay or release covers.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InboundFilter {
     /// Tenant.
     pub tenant_id: Option<String>,
     /// Source.
     pub source_id: Option<String>,
     /// Status.
     pub status: Option<String>,
+    /// Computed event type.
+    pub event_type: Option<String>,
+    /// Received at or after (unix ms).
+    pub since: Option<i64>,
+    /// Received before (unix ms).
+    pub until: Option<i64>,
+}
+
+/// A page of inbound webhooks.
+#[derive(Debug, Clone, Default)]
+pub struct InboundQuery {
+    /// Which.
+    pub filter: InboundFilter,
     /// Ids after this.
     pub after: Option<String>,
     /// Page size.

@@ -136,8 +136,8 @@ impl PgStore {
             std::collections::HashMap::new();
         for (i, n) in inbound.iter().enumerate() {
             let r = &n.row;
-            if n.replace {
-                sqlx::query("UPDATE inbound_events SET status = $1, event_type = $2, result = $3, routing = $4, error = $5, updated_at = $6 WHERE id = $7")
+            if let Some(read) = n.replaces {
+                let changed = sqlx::query("UPDATE inbound_events SET status = $1, event_type = $2, result = $3, routing = $4, error = $5, updated_at = $6 WHERE id = $7 AND updated_at = $8")
                     .bind(&r.status)
                     .bind(&r.event_type)
                     .bind(&r.result)
@@ -145,9 +145,14 @@ impl PgStore {
                     .bind(&r.error)
                     .bind(r.updated_at)
                     .bind(&r.id)
+                    .bind(read)
                     .execute(&mut **tx)
                     .await?;
-                out[i] = Some(Stored::Created);
+                out[i] = Some(if changed.rows_affected() == 1 {
+                    Stored::Created
+                } else {
+                    Stored::Duplicate(r.id.clone())
+                });
                 continue;
             }
             if let Some(key) = &r.dedup_key {

@@ -380,16 +380,36 @@ macro_rules! sql_store {
 
 
             async fn list_inbound(&self, q: &InboundQuery) -> Result<Vec<InboundRow>, StoreError> {
+                let f = &q.filter;
+                // Ids begin with their receive time, read just after `received_at`: bounds on
+                // the id (a second wider, for a clock step between the two reads) let a time
+                // range start and end on the primary key instead of scanning from the oldest.
+                let after = match (f.since, &q.after) {
+                    (Some(ms), after) => {
+                        let floor = crate::ids::floor_id("inb", ms.saturating_sub(1000));
+                        Some(after.as_ref().map_or(floor.clone(), |a| a.clone().max(floor)))
+                    }
+                    (None, after) => after.clone(),
+                };
+                let before = f.until.map(|ms| crate::ids::floor_id("inb", ms.saturating_add(1000)));
                 let rows = sqlx::query(
                     "SELECT * FROM inbound_events WHERE (CAST($1 AS TEXT) IS NULL OR tenant_id = $1) \
                      AND (CAST($2 AS TEXT) IS NULL OR source_id = $2) \
                      AND (CAST($3 AS TEXT) IS NULL OR status = $3) \
-                     AND (CAST($4 AS TEXT) IS NULL OR id > $4) ORDER BY id LIMIT $5",
+                     AND (CAST($4 AS TEXT) IS NULL OR event_type = $4) \
+                     AND (CAST($5 AS BIGINT) IS NULL OR received_at >= $5) \
+                     AND (CAST($6 AS BIGINT) IS NULL OR received_at < $6) \
+                     AND (CAST($7 AS TEXT) IS NULL OR id > $7) \
+                     AND (CAST($8 AS TEXT) IS NULL OR id < $8) ORDER BY id LIMIT $9",
                 )
-                .bind(&q.tenant_id)
-                .bind(&q.source_id)
-                .bind(&q.status)
-                .bind(&q.after)
+                .bind(&f.tenant_id)
+                .bind(&f.source_id)
+                .bind(&f.status)
+                .bind(&f.event_type)
+                .bind(f.since)
+                .bind(f.until)
+                .bind(after)
+                .bind(before)
                 .bind(q.limit)
                 .fetch_all(&self.pool)
                 .await?;

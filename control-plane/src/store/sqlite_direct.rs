@@ -88,12 +88,17 @@ fn insert_inbound(
     let mut in_batch: HashMap<(&str, &str), &str> = HashMap::new();
     for n in inbound {
         let r = &n.row;
-        if n.replace {
-            db.prepare_cached(
-                "UPDATE inbound_events SET status = ?1, event_type = ?2, result = ?3, routing = ?4, error = ?5, updated_at = ?6 WHERE id = ?7",
-            )?
-            .execute(params![r.status, r.event_type, r.result, r.routing, r.error, r.updated_at, r.id])?;
-            out.push(Stored::Created);
+        if let Some(read) = n.replaces {
+            let changed = db
+                .prepare_cached(
+                    "UPDATE inbound_events SET status = ?1, event_type = ?2, result = ?3, routing = ?4, error = ?5, updated_at = ?6 WHERE id = ?7 AND updated_at = ?8",
+                )?
+                .execute(params![r.status, r.event_type, r.result, r.routing, r.error, r.updated_at, r.id, read])?;
+            out.push(if changed == 1 {
+                Stored::Created
+            } else {
+                Stored::Duplicate(r.id.clone())
+            });
             continue;
         }
         let key = r.dedup_key.as_deref();

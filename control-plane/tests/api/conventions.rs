@@ -269,9 +269,11 @@ async fn openapi_document_covers_every_route() {
         "/v1/inbound_events",
         "/v1/inbound_events/{id}",
         "/v1/inbound_events/{id}/replay",
+        "/v1/inbound_events/replay",
         "/v1/quarantine",
         "/v1/quarantine/{id}",
         "/v1/quarantine/{id}/release",
+        "/v1/quarantine/release",
         "/healthz",
         "/readyz",
     ] {

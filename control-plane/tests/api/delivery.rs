@@ -678,6 +678,27 @@ async fn an_endpoint_failing_for_too_long_is_disabled_with_an_operational_event(
 
 both!(bulk_replay_requeues_dead_letters_as_a_job);
 
+/// A job (as `POST` answered it) once it has finished.
+pub(crate) async fn wait_job(app: &TestApp, job: &Value) -> Value {
+    let id = job["id"].as_str().expect("a job id");
+    let start = Instant::now();
+    loop {
+        let j = app
+            .get(&format!("/v1/jobs/{id}"), ADMIN)
+            .await
+            .expect(200)
+            .json;
+        if j["status"] != "running" {
+            return j;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the job never finished: {j}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn bulk_replay_requeues_dead_letters_as_a_job(app: TestApp) {
     let t = app.tenant("acme").await;
     let (broken, healthy) = (Receiver::start(), Receiver::start());
@@ -732,24 +753,8 @@ async fn bulk_replay_requeues_dead_letters_as_a_job(app: TestApp) {
         )
         .await
         .expect(202);
-    let id = job.json["id"].as_str().unwrap().to_owned();
     assert_eq!(job.json["kind"], "replay");
-    let start = Instant::now();
-    let done = loop {
-        let j = app
-            .get(&format!("/v1/jobs/{id}"), ADMIN)
-            .await
-            .expect(200)
-            .json;
-        if j["status"] != "running" {
-            break j;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "the job never finished"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let done = wait_job(&app, &job.json).await;
     assert_eq!(
         (done["status"].as_str(), done["requeued"].as_u64()),
         (Some("succeeded"), Some(2))

@@ -1,7 +1,7 @@
 //! The inbound hub: webhooks as Envoy forwards them to the ingest, real receivers behind.
 
 use crate::both;
-use crate::delivery::{endpoint, fast_breaker, wait_count};
+use crate::delivery::{endpoint, fast_breaker, wait_count, wait_job};
 use crate::support::{TestApp, ADMIN};
 use hookmesh_e2e::Receiver;
 use serde_json::{json, Value};
@@ -11,7 +11,9 @@ both!(
     hub_webhooks_are_stored_transformed_routed_and_deduplicated,
     schema_failures_are_rejected_or_quarantined_per_source,
     replay_follows_the_current_rules,
-    a_key_seen_after_its_window_starts_a_new_one
+    a_key_seen_after_its_window_starts_a_new_one,
+    bulk_replay_and_release_run_as_jobs,
+    a_webhook_is_released_once_however_many_ask
 );
 
 /// A hub source named `name` in `tenant` with the given ingest settings.
@@ -645,4 +647,276 @@ async fn a_webhook_that_cannot_be_stored_gets_503_so_the_provider_retries() {
             .json["status"],
         "duplicate"
     );
+}
+
+/// Ids of a listing.
+fn ids(list: &Value) -> Vec<String> {
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Now in RFC 3339, with a pause on either side so that webhooks before and after differ.
+async fn instant() -> String {
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let t = hookmesh::ids::rfc3339(hookmesh::ids::now_ms());
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    t
+}
+
+async fn bulk_replay_and_release_run_as_jobs(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let rx = Receiver::start();
+    let e = endpoint(&app, &t, json!({"url": rx.url("/in")})).await;
+    for (name, id_type) in [("order.created", "integer"), ("order.created.v2", "string")] {
+        app.post(
+            "/v1/event_types",
+            ADMIN,
+            json!({"tenant_id": t, "name": name, "schema": {"type": "object", "required": ["order_id"], "properties": {"order_id": {"type": id_type}}}}),
+        )
+        .await
+        .expect(201);
+    }
+    let ingest = |event_type: &str| json!({"validate": {"event_type": event_type, "on_invalid": "quarantine"}, "routes": [{"name": "r", "to": [e.clone()]}]});
+    let src = hub_source(&app, &t, "orders", ingest("order.created")).await;
+    let json_ct = ("content-type", "application/json");
+    let before = instant().await;
+    let mut quarantined = Vec::new();
+    for body in [r#"{"order_id": "a"}"#, r#"{"order_id": "b"}"#, r#"{}"#] {
+        let r = app
+            .ingest("orders", &[json_ct], body.as_bytes())
+            .await
+            .expect(200);
+        assert_eq!(r.json["status"], "quarantined");
+        quarantined.push(r.json["id"].as_str().unwrap().to_owned());
+    }
+    for n in 1..=2 {
+        let body = format!(r#"{{"order_id": {n}}}"#);
+        app.ingest("orders", &[json_ct], body.as_bytes())
+            .await
+            .expect(200);
+    }
+    wait_count(&rx, 2).await;
+    let after = instant().await;
+
+    // The list's filters: status, time range, event type; bad times are refused.
+    let list = |query: String| {
+        let app = &app;
+        async move {
+            app.get(&format!("/v1/inbound_events?{query}"), ADMIN)
+                .await
+                .expect(200)
+                .json
+        }
+    };
+    let q = |s: &str| s.replace(':', "%3A").replace('+', "%2B");
+    assert_eq!(ids(&list("status=quarantined".into()).await), quarantined);
+    let within = list(format!("since={}&until={}", q(&before), q(&after))).await;
+    assert_eq!(ids(&within).len(), 5, "{within}");
+    assert_eq!(ids(&list(format!("since={}", q(&after))).await).len(), 0);
+    assert_eq!(ids(&list(format!("until={}", q(&before))).await).len(), 0);
+    let event_type = within["data"][4]["event_type"].as_str().unwrap().to_owned();
+    let typed = list(format!("event_type={event_type}&status=routed")).await;
+    assert_eq!(ids(&typed).len(), 2, "{typed}");
+    let r = app
+        .get("/v1/inbound_events?since=yesterday", ADMIN)
+        .await
+        .expect(400);
+    assert!(
+        r.json["detail"].as_str().unwrap().contains("since"),
+        "{}",
+        r.json
+    );
+
+    // Bad selections are refused before a job starts.
+    let r = app
+        .post(
+            "/v1/inbound_events/replay",
+            ADMIN,
+            json!({"status": "lost"}),
+        )
+        .await
+        .expect(422);
+    assert_eq!(r.fields(), ["status"]);
+    let r = app
+        .post("/v1/quarantine/release", ADMIN, json!({"status": "routed"}))
+        .await
+        .expect(422);
+    assert_eq!(r.fields(), ["status"]);
+    let r = app
+        .post("/v1/inbound_events/replay", ADMIN, json!({"until": "soon"}))
+        .await
+        .expect(422);
+    assert_eq!(r.fields(), ["until"]);
+
+    // The schema is relaxed: string ids become valid. Probes show when the hub has reloaded.
+    let current = app
+        .get(&format!("/v1/sources/{src}"), ADMIN)
+        .await
+        .expect(200)
+        .json;
+    app.put(
+        &format!("/v1/sources/{src}"),
+        ADMIN,
+        json!({"spec": current["spec"], "ingest": ingest("order.created.v2")}),
+    )
+    .await
+    .expect(200);
+    let start = Instant::now();
+    while app
+        .ingest("orders", &[json_ct], br#"{"order_id": "probe"}"#)
+        .await
+        .expect(200)
+        .json["status"]
+        != "accepted"
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the source never reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_count(&rx, 3).await;
+
+    // Replaying the quarantined webhooks of the time range validates them again.
+    let job = app
+        .post(
+            "/v1/inbound_events/replay",
+            ADMIN,
+            json!({"source_id": src, "status": "quarantined", "since": before, "until": after}),
+        )
+        .await
+        .expect(202)
+        .json;
+    assert_eq!(job["kind"], "inbound_replay");
+    let done = wait_job(&app, &job).await;
+    assert_eq!(
+        (
+            done["status"].as_str(),
+            done["requeued"].as_u64(),
+            done["skipped"].as_u64()
+        ),
+        (Some("succeeded"), Some(3), Some(0)),
+        "{done}"
+    );
+    wait_count(&rx, 5).await;
+    let held = list(format!("status=quarantined&until={}", q(&after))).await;
+    assert_eq!(ids(&held), [quarantined[2].clone()], "{held}");
+    assert!(held["data"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("order.created.v2"));
+
+    // Released in bulk: routed as if valid.
+    let job = app
+        .post(
+            "/v1/quarantine/release",
+            ADMIN,
+            json!({"tenant_id": t, "until": after}),
+        )
+        .await
+        .expect(202)
+        .json;
+    assert_eq!(job["kind"], "quarantine_release");
+    let done = wait_job(&app, &job).await;
+    assert_eq!(
+        (done["requeued"].as_u64(), done["skipped"].as_u64()),
+        (Some(1), Some(0)),
+        "{done}"
+    );
+    wait_count(&rx, 6).await;
+    let bodies: Vec<Value> = rx
+        .received()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert!(bodies.contains(&json!({})), "{bodies:?}");
+    assert_eq!(
+        ids(&list(format!("status=quarantined&until={}", q(&after))).await).len(),
+        0
+    );
+
+    // Once the source is gone its webhooks are left as they are, and counted.
+    app.delete(&format!("/v1/sources/{src}"), ADMIN)
+        .await
+        .expect(204);
+    let start = Instant::now();
+    while app
+        .ingest("orders", &[json_ct], b"{}")
+        .await
+        .status
+        .as_u16()
+        != 404
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the hub kept the deleted source"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let job = app
+        .post(
+            "/v1/inbound_events/replay",
+            ADMIN,
+            json!({"source_id": src, "until": after}),
+        )
+        .await
+        .expect(202)
+        .json;
+    let done = wait_job(&app, &job).await;
+    assert_eq!(
+        (
+            done["status"].as_str(),
+            done["requeued"].as_u64(),
+            done["skipped"].as_u64()
+        ),
+        (Some("succeeded"), Some(0), Some(5)),
+        "{done}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rx.received().len(), 6, "nothing more was delivered");
+}
+
+async fn a_webhook_is_released_once_however_many_ask(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let rx = Receiver::start();
+    let e = endpoint(&app, &t, json!({"url": rx.url("/in")})).await;
+    app.post(
+        "/v1/event_types",
+        ADMIN,
+        json!({"tenant_id": t, "name": "order.created", "schema": {"type": "object", "required": ["order_id"]}}),
+    )
+    .await
+    .expect(201);
+    hub_source(
+        &app,
+        &t,
+        "orders",
+        json!({"validate": {"event_type": "order.created", "on_invalid": "quarantine"}, "routes": [{"name": "r", "to": [e]}]}),
+    )
+    .await;
+    let held = app
+        .ingest("orders", &[("content-type", "application/json")], b"{}")
+        .await
+        .expect(200)
+        .json["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/v1/quarantine/{held}/release");
+    let answers =
+        futures::future::join_all((0..8).map(|_| app.post(&path, ADMIN, json!({})))).await;
+    let mut codes: Vec<u16> = answers.iter().map(|r| r.status.as_u16()).collect();
+    codes.sort_unstable();
+    assert_eq!(codes.iter().filter(|c| **c == 202).count(), 1, "{codes:?}");
+    assert!(
+        codes.iter().all(|c| [202, 404, 409].contains(c)),
+        "{codes:?}"
+    );
+    wait_count(&rx, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.received().len(), 1, "released twice: {codes:?}");
 }
