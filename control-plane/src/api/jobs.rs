@@ -1,7 +1,10 @@
 //! Bulk work as background jobs, page by page, with `GET /v1/jobs/{id}` for progress:
 //! `POST /v1/deliveries/replay` requeues every delivery a filter matches (not those in flight);
 //! the inbound hub's bulk replay and quarantine release (`api::inbound`) run its webhooks
-//! through their sources again. Jobs are stored, so any replica can report on them.
+//! through their sources again. Jobs are stored, so any replica can report on them, and with
+//! their progress (a cursor and counts, after each page), so a job whose process stopped is
+//! resumed where it was: by the next start of a SQLite control plane, by any replica on
+//! PostgreSQL once its runner has been silent for [`LEASE_MS`].
 
 use super::auth::{Access, Area, Principal};
 use super::error::ApiError;
@@ -20,6 +23,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 const PAGE: i64 = 500;
+/// A running job whose runner has recorded nothing for this long is taken over.
+pub const LEASE_MS: i64 = 30_000;
+/// How often the keeper looks for such jobs.
+const KEEPER_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// Inbound webhooks per page: rows with their bodies.
 const INBOUND_PAGE: i64 = 100;
 /// Webhooks run at once, so that their writes share group commits.
@@ -96,8 +103,29 @@ struct Stored {
     requeued: u64,
     #[serde(default)]
     skipped: u64,
+    /// The last id done: where a resumed job goes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cursor: Option<String>,
     error: Option<String>,
     finished_at: Option<i64>,
+}
+
+impl Stored {
+    fn work(&self) -> Option<Work> {
+        match (self.kind.as_str(), &self.filter, &self.inbound) {
+            ("replay", Some(f), _) => Some(Work::Deliveries(f.clone())),
+            ("inbound_replay", _, Some(f)) => Some(Work::Inbound(f.clone(), Run::Replay)),
+            ("quarantine_release", _, Some(f)) => Some(Work::Inbound(f.clone(), Run::Release)),
+            _ => None,
+        }
+    }
+
+    fn progress(&self) -> Progress {
+        Progress {
+            requeued: self.requeued,
+            skipped: self.skipped,
+        }
+    }
 }
 
 /// Counts so far.
@@ -184,6 +212,7 @@ pub(super) async fn start(
         inbound,
         requeued: 0,
         skipped: 0,
+        cursor: None,
         error: None,
         finished_at: None,
     })
@@ -229,34 +258,104 @@ async fn get(
     Ok(with_etag(StatusCode::OK, r.version, view(&r)?))
 }
 
-/// Works page by page, recording progress after each page.
+/// Resumes every running job last recorded before `updated_before` (unix ms): its runner
+/// stopped. Each is claimed by recording it again at the next version, so of several replicas
+/// looking at once, one takes it. Returns how many this call resumed.
+///
+/// # Errors
+/// The store failed.
+pub async fn resume_jobs(state: &AppState, updated_before: i64) -> Result<usize, ApiError> {
+    let mut resumed = 0;
+    for job in state.store.list_all(Kind::Job).await? {
+        if job.updated_at >= updated_before {
+            continue;
+        }
+        let Ok(stored) = serde_json::from_value::<Stored>(job.body.clone()) else {
+            continue;
+        };
+        if stored.status != "running" {
+            continue;
+        }
+        let Some(work) = stored.work() else {
+            tracing::warn!(job = %job.id, kind = %stored.kind, "a running job of an unknown kind is left alone");
+            continue;
+        };
+        let cursor = stored.cursor.clone();
+        match record(state, job, "running", stored.progress(), cursor, None).await {
+            Ok(claimed) => {
+                tracing::info!(job = %claimed.id, kind = work.kind(), "resuming a job whose runner stopped");
+                tokio::spawn(run(state.clone(), claimed, work));
+                resumed += 1;
+            }
+            Err(ApiError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(resumed)
+}
+
+/// Resumes stopped jobs: at start, those the previous run of this process left (one process
+/// owns a SQLite file; on PostgreSQL another replica may be running them, so only those silent
+/// for [`LEASE_MS`]), then every [`KEEPER_EVERY`] those whose replica stopped.
+pub fn spawn_job_keeper(state: AppState) -> tokio::task::JoinHandle<()> {
+    let started = now_ms();
+    tokio::spawn(async move {
+        let mut before = if state.store.backend() == "sqlite" {
+            started
+        } else {
+            started - LEASE_MS
+        };
+        loop {
+            if let Err(e) = resume_jobs(&state, before).await {
+                tracing::warn!(error = %e, "looking for stopped jobs failed");
+            }
+            tokio::time::sleep(KEEPER_EVERY).await;
+            before = now_ms() - LEASE_MS;
+        }
+    })
+}
+
+/// Works page by page from where the job's record says it is, recording progress after each
+/// page. Stops without a word when another runner took the job over (its version moved on).
 async fn run(state: AppState, mut job: Resource, work: Work) {
-    let system = Principal::new("system", None, &["admin"]);
-    let mut progress = Progress::default();
-    let mut after: Option<String> = None;
-    let outcome: Result<(), String> = async {
+    let (mut progress, mut after) = match serde_json::from_value::<Stored>(job.body.clone()) {
+        Ok(s) => (s.progress(), s.cursor),
+        Err(_) => (Progress::default(), None),
+    };
+    let outcome: Result<(), ApiError> = async {
         loop {
             let last = match &work {
-                Work::Deliveries(f) => requeue_page(&state, f, after.take(), &mut progress).await,
+                Work::Deliveries(f) => requeue_page(&state, f, after.clone(), &mut progress).await,
                 Work::Inbound(f, how) => {
-                    rerun_page(&state, f, *how, after.take(), &mut progress).await
+                    rerun_page(&state, f, *how, after.clone(), &mut progress).await
                 }
-            }?;
+            }
+            .map_err(ApiError::Unavailable)?;
             let Some(last) = last else {
                 return Ok(());
             };
             after = Some(last);
-            job = save(&state, &system, job.clone(), "running", progress, None)
-                .await
-                .map_err(|e| e.to_string())?;
+            job = record(
+                &state,
+                job.clone(),
+                "running",
+                progress,
+                after.clone(),
+                None,
+            )
+            .await?;
         }
     }
     .await;
     let (status, error) = match outcome {
         Ok(()) => ("succeeded", None),
-        Err(e) => ("failed", Some(e)),
+        Err(ApiError::Conflict(_)) => {
+            tracing::info!(job = %job.id, "another runner took the job over");
+            return;
+        }
+        Err(e) => ("failed", Some(e.to_string())),
     };
-    if let Err(e) = save(&state, &system, job, status, progress, error).await {
+    if let Err(e) = record(&state, job, status, progress, after, error).await {
         tracing::error!(error = %e, kind = work.kind(), "could not record the end of a job");
     }
 }
@@ -326,18 +425,22 @@ async fn rerun_page(
     }
 }
 
-async fn save(
+/// Records a job's state at its next version; `ApiError::Conflict` when another runner
+/// recorded it first.
+async fn record(
     state: &AppState,
-    who: &Principal,
     job: Resource,
     status: &str,
     progress: Progress,
+    cursor: Option<String>,
     error: Option<String>,
 ) -> Result<Resource, ApiError> {
+    let who = Principal::new("system", None, &["admin"]);
     let mut s: Stored = serde_json::from_value(job.body.clone()).map_err(ApiError::internal)?;
     s.status = status.into();
     s.requeued = progress.requeued;
     s.skipped = progress.skipped;
+    s.cursor = cursor;
     s.error = error;
     if status != "running" {
         s.finished_at = Some(now_ms());
@@ -350,7 +453,7 @@ async fn save(
         ..job.clone()
     };
     let entry = audit(
-        who,
+        &who,
         "update",
         Kind::Job,
         &job.id,

@@ -315,6 +315,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .spawn_refresher(std::time::Duration::from_secs(2));
     let _housekeeping =
         crate::retention::spawn(state.store.clone(), args.retention, state.metrics.clone());
+    let _jobs = crate::api::spawn_job_keeper(state.clone());
     // One signal stops both servers.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -13,7 +13,9 @@ both!(
     replay_follows_the_current_rules,
     a_key_seen_after_its_window_starts_a_new_one,
     bulk_replay_and_release_run_as_jobs,
-    a_webhook_is_released_once_however_many_ask
+    a_webhook_is_released_once_however_many_ask,
+    a_job_whose_runner_stopped_is_resumed_where_it_was,
+    at_start_the_keeper_resumes_what_a_stopped_process_left
 );
 
 /// A hub source named `name` in `tenant` with the given ingest settings.
@@ -919,4 +921,141 @@ async fn a_webhook_is_released_once_however_many_ask(app: TestApp) {
     wait_count(&rx, 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rx.received().len(), 1, "released twice: {codes:?}");
+}
+
+/// A job as a runner that died after its first page left it: `running`, last recorded
+/// `age_ms` ago.
+async fn orphan_job(app: &TestApp, body: Value, age_ms: i64) -> String {
+    let id = hookmesh::ids::new_id("job");
+    let at = hookmesh::ids::now_ms() - age_ms;
+    let job = hookmesh::store::Resource {
+        kind: hookmesh::store::Kind::Job,
+        id: id.clone(),
+        tenant_id: String::new(),
+        unique_key: id.clone(),
+        body,
+        secrets: None,
+        version: 2,
+        created_at: at,
+        updated_at: at,
+    };
+    let entry = hookmesh::store::AuditEntry {
+        id: hookmesh::ids::new_id("aud"),
+        tenant_id: None,
+        actor: "test".into(),
+        action: "create".into(),
+        resource_type: "job".into(),
+        resource_id: id.clone(),
+        diff: json!({}),
+        at,
+    };
+    app.state.store.insert(&job, &entry).await.unwrap();
+    id
+}
+
+async fn a_job_whose_runner_stopped_is_resumed_where_it_was(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let rx = Receiver::start();
+    let e = endpoint(&app, &t, json!({"url": rx.url("/in")})).await;
+    app.post(
+        "/v1/event_types",
+        ADMIN,
+        json!({"tenant_id": t, "name": "order.created", "schema": {"type": "object", "required": ["order_id"]}}),
+    )
+    .await
+    .expect(201);
+    let src = hub_source(
+        &app,
+        &t,
+        "orders",
+        json!({"validate": {"event_type": "order.created", "on_invalid": "quarantine"}, "routes": [{"name": "r", "to": [e]}]}),
+    )
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let r = app
+            .ingest("orders", &[("content-type", "application/json")], b"{}")
+            .await
+            .expect(200);
+        held.push(r.json["id"].as_str().unwrap().to_owned());
+    }
+    let until = hookmesh::ids::now_ms() + 1;
+    // Its runner released the first webhook's page, recorded that, and stopped.
+    let stopped = orphan_job(
+        &app,
+        json!({"kind": "quarantine_release", "status": "running", "inbound": {"source_id": src, "status": "quarantined", "until": until},
+               "requeued": 1, "skipped": 0, "cursor": held[0], "error": null, "finished_at": null}),
+        2 * hookmesh::api::JOB_LEASE_MS,
+    )
+    .await;
+    // This one's runner recorded progress a moment ago: still alive, so left to it.
+    let alive = orphan_job(
+        &app,
+        json!({"kind": "quarantine_release", "status": "running", "inbound": {"source_id": "src_none", "status": "quarantined", "until": until},
+               "requeued": 0, "skipped": 0, "error": null, "finished_at": null}),
+        0,
+    )
+    .await;
+    // Two replicas look at once: one resumes it.
+    let before = hookmesh::ids::now_ms() - hookmesh::api::JOB_LEASE_MS;
+    let (a, b) = tokio::join!(
+        hookmesh::api::resume_jobs(&app.state, before),
+        hookmesh::api::resume_jobs(&app.state, before)
+    );
+    assert_eq!(a.unwrap() + b.unwrap(), 1);
+    let done = wait_job(&app, &json!({"id": stopped})).await;
+    assert_eq!(
+        (
+            done["status"].as_str(),
+            done["requeued"].as_u64(),
+            done["skipped"].as_u64()
+        ),
+        (Some("succeeded"), Some(3), Some(0)),
+        "{done}"
+    );
+    // From its cursor on: the two after it are routed, the first was not run again.
+    wait_count(&rx, 2).await;
+    let left = app.get("/v1/quarantine", ADMIN).await.expect(200).json;
+    assert_eq!(ids(&left), [held[0].clone()], "{left}");
+    let alive = app
+        .get(&format!("/v1/jobs/{alive}"), ADMIN)
+        .await
+        .expect(200);
+    assert_eq!(alive.json["status"], "running");
+    assert_eq!(alive.header("etag"), Some("\"2\""), "untouched");
+    assert_eq!(
+        hookmesh::api::resume_jobs(&app.state, before)
+            .await
+            .unwrap(),
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rx.received().len(), 2);
+}
+
+async fn at_start_the_keeper_resumes_what_a_stopped_process_left(app: TestApp) {
+    // Recorded a moment before this start: far fresher than the lease.
+    let job = orphan_job(
+        &app,
+        json!({"kind": "replay", "status": "running", "filter": {"tenant_id": "ten_none"},
+               "requeued": 0, "error": null, "finished_at": null}),
+        50,
+    )
+    .await;
+    let keeper = hookmesh::api::spawn_job_keeper(app.state.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = app
+        .get(&format!("/v1/jobs/{job}"), ADMIN)
+        .await
+        .expect(200)
+        .json["status"]
+        .clone();
+    keeper.abort();
+    if app.state.store.backend() == "sqlite" {
+        // One process owns the file: whatever was running, the previous run left.
+        assert_eq!(status, "succeeded");
+    } else {
+        // Another replica may be running it: left alone until the lease runs out.
+        assert_eq!(status, "running");
+    }
 }
