@@ -8,8 +8,8 @@
 
 use super::auth::{Access, Area, Principal};
 use super::error::ApiError;
-use super::extract::AppJson;
-use super::resource::{audit, load, with_etag};
+use super::extract::{AppJson, AppQuery, Page, PageParams};
+use super::resource::{audit, list_page, load, with_etag};
 use super::AppState;
 use crate::ids::{new_id, now_ms, parse_rfc3339, rfc3339};
 use crate::ingest::process::Run;
@@ -152,7 +152,21 @@ fn view(r: &Resource) -> Result<Job, ApiError> {
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(replay))
+        .routes(routes!(list))
         .routes(routes!(get))
+}
+
+/// List jobs, oldest first: after a restart, or for what another replica started.
+#[utoipa::path(get, path = "/v1/jobs", tag = "events", params(PageParams), responses((status = 200, body = Page<Job>)))]
+async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    AppQuery(page): AppQuery<PageParams>,
+) -> Result<AppJson<Page<Job>>, ApiError> {
+    who.require(Area::Events, Access::Read)?;
+    Ok(AppJson(
+        list_page(&state, &who, Kind::Job, &page, view, |j| j.id.clone()).await?,
+    ))
 }
 
 /// Attempt again, now, every delivery a filter matches; runs in the background.

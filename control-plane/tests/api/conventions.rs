@@ -274,6 +274,7 @@ async fn openapi_document_covers_every_route() {
         "/v1/quarantine/{id}",
         "/v1/quarantine/{id}/release",
         "/v1/quarantine/release",
+        "/v1/jobs",
         "/healthz",
         "/readyz",
     ] {

@@ -824,6 +824,14 @@ async fn bulk_replay_and_release_run_as_jobs(app: TestApp) {
         .json;
     assert_eq!(job["kind"], "quarantine_release");
     let done = wait_job(&app, &job).await;
+    let jobs = app.get("/v1/jobs", ADMIN).await.expect(200).json;
+    let kinds: Vec<&str> = jobs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["inbound_replay", "quarantine_release"], "{jobs}");
     assert_eq!(
         (done["requeued"].as_u64(), done["skipped"].as_u64()),
         (Some(1), Some(0)),
