@@ -221,13 +221,7 @@ async fn schema_failures_are_rejected_or_quarantined_per_source(app: TestApp) {
         .expect(200);
     wait_count(&rx, 1).await;
     let list = app.get("/v1/quarantine", ADMIN).await.expect(200).json;
-    let ids: Vec<&str> = list["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, [held.as_str(), doomed.as_str()]);
+    assert_eq!(ids(&list), [held.as_str(), doomed.as_str()]);
     assert!(list["data"][0]["error"]
         .as_str()
         .unwrap()
@@ -240,11 +234,7 @@ async fn schema_failures_are_rejected_or_quarantined_per_source(app: TestApp) {
         .json;
     assert_eq!(released["status"], "routed");
     wait_count(&rx, 2).await;
-    let bodies: Vec<Value> = rx
-        .received()
-        .iter()
-        .map(|r| serde_json::from_slice(&r.body).unwrap())
-        .collect();
+    let bodies = json_bodies(&rx);
     assert!(bodies.contains(&json!({"order_id": "seven"})), "{bodies:?}");
     app.delete(&format!("/v1/quarantine/{doomed}"), ADMIN)
         .await
@@ -651,14 +641,43 @@ async fn a_webhook_that_cannot_be_stored_gets_503_so_the_provider_retries() {
     );
 }
 
-/// Ids of a listing.
-fn ids(list: &Value) -> Vec<String> {
+/// Starts a job with a `POST` and waits for it to finish.
+async fn job(app: &TestApp, path: &str, body: Value) -> Value {
+    let started = app.post(path, ADMIN, body).await.expect(202).json;
+    wait_job(app, &started).await
+}
+
+/// A finished job's status and counts: requeued (run again), skipped.
+fn outcome(job: &Value) -> (&str, u64, u64) {
+    let count = |k: &str| job[k].as_u64().expect("a count");
+    (
+        job["status"].as_str().expect("a status"),
+        count("requeued"),
+        count("skipped"),
+    )
+}
+
+/// What a receiver got, parsed.
+fn json_bodies(rx: &Receiver) -> Vec<Value> {
+    rx.received()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).expect("a JSON body"))
+        .collect()
+}
+
+/// One field of every item of a listing.
+fn column(list: &Value, field: &str) -> Vec<String> {
     list["data"]
         .as_array()
-        .unwrap()
+        .expect("a listing")
         .iter()
-        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .map(|i| i[field].as_str().expect("a string field").to_owned())
         .collect()
+}
+
+/// Ids of a listing.
+fn ids(list: &Value) -> Vec<String> {
+    column(list, "id")
 }
 
 /// Now in RFC 3339, with a pause on either side so that webhooks before and after differ.
@@ -784,26 +803,14 @@ async fn bulk_replay_and_release_run_as_jobs(app: TestApp) {
     wait_count(&rx, 3).await;
 
     // Replaying the quarantined webhooks of the time range validates them again.
-    let job = app
-        .post(
-            "/v1/inbound_events/replay",
-            ADMIN,
-            json!({"source_id": src, "status": "quarantined", "since": before, "until": after}),
-        )
-        .await
-        .expect(202)
-        .json;
-    assert_eq!(job["kind"], "inbound_replay");
-    let done = wait_job(&app, &job).await;
-    assert_eq!(
-        (
-            done["status"].as_str(),
-            done["requeued"].as_u64(),
-            done["skipped"].as_u64()
-        ),
-        (Some("succeeded"), Some(3), Some(0)),
-        "{done}"
-    );
+    let done = job(
+        &app,
+        "/v1/inbound_events/replay",
+        json!({"source_id": src, "status": "quarantined", "since": before, "until": after}),
+    )
+    .await;
+    assert_eq!(done["kind"], "inbound_replay");
+    assert_eq!(outcome(&done), ("succeeded", 3, 0), "{done}");
     wait_count(&rx, 5).await;
     let held = list(format!("status=quarantined&until={}", q(&after))).await;
     assert_eq!(ids(&held), [quarantined[2].clone()], "{held}");
@@ -813,36 +820,22 @@ async fn bulk_replay_and_release_run_as_jobs(app: TestApp) {
         .contains("order.created.v2"));
 
     // Released in bulk: routed as if valid.
-    let job = app
-        .post(
-            "/v1/quarantine/release",
-            ADMIN,
-            json!({"tenant_id": t, "until": after}),
-        )
-        .await
-        .expect(202)
-        .json;
-    assert_eq!(job["kind"], "quarantine_release");
-    let done = wait_job(&app, &job).await;
+    let done = job(
+        &app,
+        "/v1/quarantine/release",
+        json!({"tenant_id": t, "until": after}),
+    )
+    .await;
+    assert_eq!(done["kind"], "quarantine_release");
     let jobs = app.get("/v1/jobs", ADMIN).await.expect(200).json;
-    let kinds: Vec<&str> = jobs["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["kind"].as_str().unwrap())
-        .collect();
-    assert_eq!(kinds, ["inbound_replay", "quarantine_release"], "{jobs}");
     assert_eq!(
-        (done["requeued"].as_u64(), done["skipped"].as_u64()),
-        (Some(1), Some(0)),
-        "{done}"
+        column(&jobs, "kind"),
+        ["inbound_replay", "quarantine_release"],
+        "{jobs}"
     );
+    assert_eq!(outcome(&done), ("succeeded", 1, 0), "{done}");
     wait_count(&rx, 6).await;
-    let bodies: Vec<Value> = rx
-        .received()
-        .iter()
-        .map(|r| serde_json::from_slice(&r.body).unwrap())
-        .collect();
+    let bodies = json_bodies(&rx);
     assert!(bodies.contains(&json!({})), "{bodies:?}");
     assert_eq!(
         ids(&list(format!("status=quarantined&until={}", q(&after))).await).len(),
@@ -867,33 +860,22 @@ async fn bulk_replay_and_release_run_as_jobs(app: TestApp) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let job = app
-        .post(
-            "/v1/inbound_events/replay",
-            ADMIN,
-            json!({"source_id": src, "until": after}),
-        )
-        .await
-        .expect(202)
-        .json;
-    let done = wait_job(&app, &job).await;
-    assert_eq!(
-        (
-            done["status"].as_str(),
-            done["requeued"].as_u64(),
-            done["skipped"].as_u64()
-        ),
-        (Some("succeeded"), Some(0), Some(5)),
-        "{done}"
-    );
+    let done = job(
+        &app,
+        "/v1/inbound_events/replay",
+        json!({"source_id": src, "until": after}),
+    )
+    .await;
+    assert_eq!(outcome(&done), ("succeeded", 0, 5), "{done}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(rx.received().len(), 6, "nothing more was delivered");
 }
 
-async fn a_webhook_is_released_once_however_many_ask(app: TestApp) {
+/// A hub source `orders` that quarantines payloads without an `order_id`, routed to a receiver.
+async fn quarantining_source(app: &TestApp) -> (String, Receiver) {
     let t = app.tenant("acme").await;
     let rx = Receiver::start();
-    let e = endpoint(&app, &t, json!({"url": rx.url("/in")})).await;
+    let e = endpoint(app, &t, json!({"url": rx.url("/in")})).await;
     app.post(
         "/v1/event_types",
         ADMIN,
@@ -901,13 +883,18 @@ async fn a_webhook_is_released_once_however_many_ask(app: TestApp) {
     )
     .await
     .expect(201);
-    hub_source(
-        &app,
+    let src = hub_source(
+        app,
         &t,
         "orders",
         json!({"validate": {"event_type": "order.created", "on_invalid": "quarantine"}, "routes": [{"name": "r", "to": [e]}]}),
     )
     .await;
+    (src, rx)
+}
+
+async fn a_webhook_is_released_once_however_many_ask(app: TestApp) {
+    let (_, rx) = quarantining_source(&app).await;
     let held = app
         .ingest("orders", &[("content-type", "application/json")], b"{}")
         .await
@@ -962,23 +949,7 @@ async fn orphan_job(app: &TestApp, body: Value, age_ms: i64) -> String {
 }
 
 async fn a_job_whose_runner_stopped_is_resumed_where_it_was(app: TestApp) {
-    let t = app.tenant("acme").await;
-    let rx = Receiver::start();
-    let e = endpoint(&app, &t, json!({"url": rx.url("/in")})).await;
-    app.post(
-        "/v1/event_types",
-        ADMIN,
-        json!({"tenant_id": t, "name": "order.created", "schema": {"type": "object", "required": ["order_id"]}}),
-    )
-    .await
-    .expect(201);
-    let src = hub_source(
-        &app,
-        &t,
-        "orders",
-        json!({"validate": {"event_type": "order.created", "on_invalid": "quarantine"}, "routes": [{"name": "r", "to": [e]}]}),
-    )
-    .await;
+    let (src, rx) = quarantining_source(&app).await;
     let mut held = Vec::new();
     for _ in 0..3 {
         let r = app
@@ -1012,15 +983,7 @@ async fn a_job_whose_runner_stopped_is_resumed_where_it_was(app: TestApp) {
     );
     assert_eq!(a.unwrap() + b.unwrap(), 1);
     let done = wait_job(&app, &json!({"id": stopped})).await;
-    assert_eq!(
-        (
-            done["status"].as_str(),
-            done["requeued"].as_u64(),
-            done["skipped"].as_u64()
-        ),
-        (Some("succeeded"), Some(3), Some(0)),
-        "{done}"
-    );
+    assert_eq!(outcome(&done), ("succeeded", 3, 0), "{done}");
     // From its cursor on: the two after it are routed, the first was not run again.
     wait_count(&rx, 2).await;
     let left = app.get("/v1/quarantine", ADMIN).await.expect(200).json;
