@@ -2,9 +2,9 @@
 
 use super::auth::Principal;
 use super::error::ApiError;
-use super::extract::{AppJson, AppQuery, Page};
+use super::extract::{time_param, AppJson, AppQuery, Page};
 use super::AppState;
-use crate::ids::{parse_rfc3339, rfc3339};
+use crate::ids::rfc3339;
 use crate::store::AuditQuery;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -59,15 +59,6 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list))
 }
 
-fn time(field: &str, v: &Option<String>) -> Result<Option<i64>, ApiError> {
-    v.as_deref()
-        .map(|s| {
-            parse_rfc3339(s)
-                .ok_or_else(|| ApiError::BadRequest(format!("{field}: not an RFC 3339 time")))
-        })
-        .transpose()
-}
-
 /// Read the audit log (admin keys; a tenant's admin sees that tenant's entries).
 #[utoipa::path(get, path = "/v1/audit_log", tag = "audit_log", params(AuditParams),
     responses((status = 200, body = Page<AuditRecord>), (status = 400, body = super::error::Problem), (status = 403, body = super::error::Problem)))]
@@ -88,8 +79,8 @@ async fn list(
         resource_type: p.resource_type.clone(),
         resource_id: p.resource_id.clone(),
         actor: p.actor.clone(),
-        since: time("since", &p.since)?,
-        until: time("until", &p.until)?,
+        since: time_param("since", p.since.as_deref())?,
+        until: time_param("until", p.until.as_deref())?,
         after: p.after.clone(),
         limit: limit + 1,
     };

@@ -138,3 +138,29 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
 pub fn etag(version: i64) -> String {
     format!("\"{version}\"")
 }
+
+/// An optional RFC 3339 time from a query parameter, as unix ms; 400 naming the parameter.
+///
+/// # Errors
+/// Not an RFC 3339 time.
+pub fn time_param(name: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
+    value
+        .map(|t| {
+            crate::ids::parse_rfc3339(t)
+                .ok_or_else(|| ApiError::BadRequest(format!("{name}: not an RFC 3339 time")))
+        })
+        .transpose()
+}
+
+/// An optional RFC 3339 time from a JSON body's field, as unix ms; 422 naming the field.
+///
+/// # Errors
+/// Not an RFC 3339 time.
+pub fn time_field(name: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
+    value
+        .map(|t| {
+            crate::ids::parse_rfc3339(t)
+                .ok_or_else(|| ApiError::field(name, "not an RFC 3339 time"))
+        })
+        .transpose()
+}

@@ -4,10 +4,10 @@
 use super::auth::{Access, Area, Principal};
 use super::error::ApiError;
 use super::events::{delivery_view, Delivery};
-use super::extract::{AppJson, AppQuery, Page, PageParams};
+use super::extract::{time_field, time_param, AppJson, AppQuery, Page, PageParams};
 use super::jobs::{self, Job, Work};
 use super::AppState;
-use crate::ids::{parse_rfc3339, rfc3339};
+use crate::ids::rfc3339;
 use crate::ingest::process::Run;
 use crate::store::{DeliveryQuery, InboundFilter, InboundQuery, InboundRow};
 use axum::extract::{Path, State};
@@ -127,12 +127,6 @@ pub struct InboundSelection {
 
 impl InboundSelection {
     fn filter(self, who: &Principal, status: Option<String>) -> Result<InboundFilter, ApiError> {
-        let time = |field: &str, v: Option<&str>| {
-            v.map(|t| {
-                parse_rfc3339(t).ok_or_else(|| ApiError::field(field, "not an RFC 3339 time"))
-            })
-            .transpose()
-        };
         let now = crate::ids::now_ms();
         Ok(InboundFilter {
             tenant_id: match (&who.tenant_id, self.tenant_id.as_deref()) {
@@ -142,8 +136,8 @@ impl InboundSelection {
             source_id: self.source_id,
             status,
             event_type: self.event_type,
-            since: time("since", self.since.as_deref())?,
-            until: Some(time("until", self.until.as_deref())?.map_or(now, |t| t.min(now))),
+            since: time_field("since", self.since.as_deref())?,
+            until: Some(time_field("until", self.until.as_deref())?.map_or(now, |t| t.min(now))),
         })
     }
 }
@@ -200,21 +194,14 @@ async fn page(
     .limit()?;
     let status = status.or(p.status);
     check_status(status.as_deref()).map_err(|e| ApiError::BadRequest(format!("status: {e}")))?;
-    let time = |field: &str, v: Option<&str>| {
-        v.map(|t| {
-            parse_rfc3339(t)
-                .ok_or_else(|| ApiError::BadRequest(format!("{field}: not an RFC 3339 time")))
-        })
-        .transpose()
-    };
     let q = InboundQuery {
         filter: InboundFilter {
             tenant_id: who.tenant_filter(p.tenant_id.as_deref())?,
             source_id: p.source_id,
             status,
             event_type: p.event_type,
-            since: time("since", p.since.as_deref())?,
-            until: time("until", p.until.as_deref())?,
+            since: time_param("since", p.since.as_deref())?,
+            until: time_param("until", p.until.as_deref())?,
         },
         after: p.after,
         limit: limit + 1,

@@ -8,10 +8,10 @@
 
 use super::auth::{Access, Area, Principal};
 use super::error::ApiError;
-use super::extract::{AppJson, AppQuery, Page, PageParams};
+use super::extract::{time_field, AppJson, AppQuery, Page, PageParams};
 use super::resource::{audit, list_page, load, with_etag};
 use super::AppState;
-use crate::ids::{new_id, now_ms, parse_rfc3339, rfc3339};
+use crate::ids::{new_id, now_ms, rfc3339};
 use crate::ingest::process::Run;
 use crate::store::{InboundFilter, InboundQuery, Kind, ReplayFilter, Resource};
 use axum::extract::{Path, State};
@@ -190,18 +190,13 @@ async fn replay(
     {
         return Err(ApiError::field("status", "one of dead, succeeded, pending"));
     }
-    let time = |field: &str, v: &Option<String>| {
-        v.as_deref()
-            .map(|t| parse_rfc3339(t).ok_or_else(|| ApiError::field(field, "not an RFC 3339 time")))
-            .transpose()
-    };
     let filter = ReplayFilter {
         tenant_id: tenant.clone(),
         endpoint_id: input.endpoint_id,
         status: input.status,
         event_type: input.event_type,
-        since: time("since", &input.since)?,
-        until: time("until", &input.until)?,
+        since: time_field("since", input.since.as_deref())?,
+        until: time_field("until", input.until.as_deref())?,
     };
     start(&state, &who, tenant, Work::Deliveries(filter)).await
 }
