@@ -129,10 +129,7 @@ impl InboundSelection {
     fn filter(self, who: &Principal, status: Option<String>) -> Result<InboundFilter, ApiError> {
         let now = crate::ids::now_ms();
         Ok(InboundFilter {
-            tenant_id: match (&who.tenant_id, self.tenant_id.as_deref()) {
-                (None, None) => None,
-                (_, requested) => Some(who.tenant_for_create(requested)?),
-            },
+            tenant_id: who.tenant_filter(self.tenant_id.as_deref())?,
             source_id: self.source_id,
             status,
             event_type: self.event_type,
@@ -344,7 +341,13 @@ async fn replay_many(
     check_status(status.as_deref()).map_err(|e| ApiError::field("status", e))?;
     let filter = input.filter(&who, status)?;
     let tenant = filter.tenant_id.clone();
-    jobs::start(&state, &who, tenant, Work::Inbound(filter, Run::Replay)).await
+    jobs::start(
+        &state,
+        &who,
+        tenant,
+        Work::InboundReplay { inbound: filter },
+    )
+    .await
 }
 
 /// Release every quarantined webhook a filter selects, as `POST /v1/quarantine/{id}/release`
@@ -366,7 +369,13 @@ async fn release_many(
     }
     let filter = input.filter(&who, Some("quarantined".into()))?;
     let tenant = filter.tenant_id.clone();
-    jobs::start(&state, &who, tenant, Work::Inbound(filter, Run::Release)).await
+    jobs::start(
+        &state,
+        &who,
+        tenant,
+        Work::QuarantineRelease { inbound: filter },
+    )
+    .await
 }
 
 /// List quarantined inbound webhooks (payloads that failed their source's schema).

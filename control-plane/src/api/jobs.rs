@@ -61,7 +61,8 @@ pub struct Job {
     pub status: String,
     /// So far: deliveries requeued, or inbound webhooks run again.
     pub requeued: u64,
-    /// Inbound webhooks left as they were: their source is gone or no longer a hub source.
+    /// Inbound webhooks left as they were: their source is gone or no longer a hub source, or
+    /// another replay, release or delete changed them while the job ran.
     pub skipped: u64,
     /// Why it failed.
     pub error: Option<String>,
@@ -71,35 +72,36 @@ pub struct Job {
     pub finished_at: Option<String>,
 }
 
-/// What a job does.
-#[derive(Debug, Clone)]
+/// What a job does, stored as its `kind` and its filter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind")]
 pub(super) enum Work {
     /// Requeue deliveries.
-    Deliveries(ReplayFilter),
-    /// Run inbound webhooks through their sources again.
-    Inbound(InboundFilter, Run),
+    #[serde(rename = "replay")]
+    Deliveries { filter: ReplayFilter },
+    /// Run inbound webhooks through their sources' current rules again.
+    #[serde(rename = "inbound_replay")]
+    InboundReplay { inbound: InboundFilter },
+    /// Release quarantined inbound webhooks.
+    #[serde(rename = "quarantine_release")]
+    QuarantineRelease { inbound: InboundFilter },
 }
 
 impl Work {
     fn kind(&self) -> &'static str {
         match self {
-            Work::Deliveries(_) => "replay",
-            Work::Inbound(_, Run::Release) => "quarantine_release",
-            Work::Inbound(..) => "inbound_replay",
+            Work::Deliveries { .. } => "replay",
+            Work::InboundReplay { .. } => "inbound_replay",
+            Work::QuarantineRelease { .. } => "quarantine_release",
         }
     }
 }
 
 #[derive(Serialize, Deserialize)]
 struct Stored {
-    kind: String,
+    #[serde(flatten)]
+    work: Work,
     status: String,
-    /// A delivery replay's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    filter: Option<ReplayFilter>,
-    /// An inbound replay's or release's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    inbound: Option<InboundFilter>,
     requeued: u64,
     #[serde(default)]
     skipped: u64,
@@ -111,15 +113,6 @@ struct Stored {
 }
 
 impl Stored {
-    fn work(&self) -> Option<Work> {
-        match (self.kind.as_str(), &self.filter, &self.inbound) {
-            ("replay", Some(f), _) => Some(Work::Deliveries(f.clone())),
-            ("inbound_replay", _, Some(f)) => Some(Work::Inbound(f.clone(), Run::Replay)),
-            ("quarantine_release", _, Some(f)) => Some(Work::Inbound(f.clone(), Run::Release)),
-            _ => None,
-        }
-    }
-
     fn progress(&self) -> Progress {
         Progress {
             requeued: self.requeued,
@@ -139,7 +132,7 @@ fn view(r: &Resource) -> Result<Job, ApiError> {
     let s: Stored = serde_json::from_value(r.body.clone()).map_err(ApiError::internal)?;
     Ok(Job {
         id: r.id.clone(),
-        kind: s.kind,
+        kind: s.work.kind().into(),
         status: s.status,
         requeued: s.requeued,
         skipped: s.skipped,
@@ -179,10 +172,7 @@ async fn replay(
     AppJson(input): AppJson<ReplayInput>,
 ) -> Result<Response, ApiError> {
     who.require(Area::Events, Access::Write)?;
-    let tenant = match (&who.tenant_id, input.tenant_id.as_deref()) {
-        (None, None) => None,
-        (_, requested) => Some(who.tenant_for_create(requested)?),
-    };
+    let tenant = who.tenant_filter(input.tenant_id.as_deref())?;
     if input
         .status
         .as_deref()
@@ -198,7 +188,7 @@ async fn replay(
         since: time_field("since", input.since.as_deref())?,
         until: time_field("until", input.until.as_deref())?,
     };
-    start(&state, &who, tenant, Work::Deliveries(filter)).await
+    start(&state, &who, tenant, Work::Deliveries { filter }).await
 }
 
 /// Stores a new job and starts it; answers 202 with the job.
@@ -210,15 +200,9 @@ pub(super) async fn start(
 ) -> Result<Response, ApiError> {
     let id = new_id("job");
     let now = now_ms();
-    let (filter, inbound) = match &work {
-        Work::Deliveries(f) => (Some(f.clone()), None),
-        Work::Inbound(f, _) => (None, Some(f.clone())),
-    };
     let body = serde_json::to_value(Stored {
-        kind: work.kind().into(),
+        work,
         status: "running".into(),
-        filter,
-        inbound,
         requeued: 0,
         skipped: 0,
         cursor: None,
@@ -251,7 +235,7 @@ pub(super) async fn start(
             ),
         )
         .await?;
-    tokio::spawn(run(state.clone(), r.clone(), work));
+    tokio::spawn(run(state.clone(), r.clone()));
     Ok(with_etag(StatusCode::ACCEPTED, 1, view(&r)?))
 }
 
@@ -280,20 +264,25 @@ pub async fn resume_jobs(state: &AppState, updated_before: i64) -> Result<usize,
             continue;
         }
         let Ok(stored) = serde_json::from_value::<Stored>(job.body.clone()) else {
+            tracing::warn!(job = %job.id, "a job of an unknown kind is left alone");
             continue;
         };
         if stored.status != "running" {
             continue;
         }
-        let Some(work) = stored.work() else {
-            tracing::warn!(job = %job.id, kind = %stored.kind, "a running job of an unknown kind is left alone");
-            continue;
-        };
-        let cursor = stored.cursor.clone();
-        match record(state, job, "running", stored.progress(), cursor, None).await {
+        match record(
+            state,
+            job,
+            "running",
+            stored.progress(),
+            stored.cursor,
+            None,
+        )
+        .await
+        {
             Ok(claimed) => {
-                tracing::info!(job = %claimed.id, kind = work.kind(), "resuming a job whose runner stopped");
-                tokio::spawn(run(state.clone(), claimed, work));
+                tracing::info!(job = %claimed.id, kind = stored.work.kind(), "resuming a job whose runner stopped");
+                tokio::spawn(run(state.clone(), claimed));
                 resumed += 1;
             }
             Err(ApiError::Conflict(_)) => {}
@@ -326,17 +315,25 @@ pub fn spawn_job_keeper(state: AppState) -> tokio::task::JoinHandle<()> {
 
 /// Works page by page from where the job's record says it is, recording progress after each
 /// page. Stops without a word when another runner took the job over (its version moved on).
-async fn run(state: AppState, mut job: Resource, work: Work) {
-    let (mut progress, mut after) = match serde_json::from_value::<Stored>(job.body.clone()) {
-        Ok(s) => (s.progress(), s.cursor),
-        Err(_) => (Progress::default(), None),
+async fn run(state: AppState, mut job: Resource) {
+    let (mut progress, work, mut after) = match serde_json::from_value::<Stored>(job.body.clone()) {
+        Ok(s) => (s.progress(), s.work, s.cursor),
+        Err(e) => {
+            tracing::error!(job = %job.id, error = %e, "a job that cannot be read is not run");
+            return;
+        }
     };
     let outcome: Result<(), ApiError> = async {
         loop {
             let last = match &work {
-                Work::Deliveries(f) => requeue_page(&state, f, after.clone(), &mut progress).await,
-                Work::Inbound(f, how) => {
-                    rerun_page(&state, f, *how, after.clone(), &mut progress).await
+                Work::Deliveries { filter } => {
+                    requeue_page(&state, filter, after.clone(), &mut progress).await
+                }
+                Work::InboundReplay { inbound } => {
+                    rerun_page(&state, inbound, Run::Replay, after.clone(), &mut progress).await
+                }
+                Work::QuarantineRelease { inbound } => {
+                    rerun_page(&state, inbound, Run::Release, after.clone(), &mut progress).await
                 }
             }
             .map_err(ApiError::Unavailable)?;

@@ -384,13 +384,8 @@ macro_rules! sql_store {
                 // Ids begin with their receive time, read just after `received_at`: bounds on
                 // the id (a second wider, for a clock step between the two reads) let a time
                 // range start and end on the primary key instead of scanning from the oldest.
-                let after = match (f.since, &q.after) {
-                    (Some(ms), after) => {
-                        let floor = crate::ids::floor_id("inb", ms.saturating_sub(1000));
-                        Some(after.as_ref().map_or(floor.clone(), |a| a.clone().max(floor)))
-                    }
-                    (None, after) => after.clone(),
-                };
+                let floor = f.since.map(|ms| crate::ids::floor_id("inb", ms.saturating_sub(1000)));
+                let after = q.after.clone().max(floor);
                 let before = f.until.map(|ms| crate::ids::floor_id("inb", ms.saturating_add(1000)));
                 let rows = sqlx::query(
                     "SELECT * FROM inbound_events WHERE (CAST($1 AS TEXT) IS NULL OR tenant_id = $1) \
