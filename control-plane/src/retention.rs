@@ -1,12 +1,12 @@
-//! Retention: how long events and inbound webhooks are kept, and the task that deletes them
-//! after that.
+//! Retention: how long events, inbound webhooks and finished jobs are kept, and the task that
+//! deletes them after that.
 //!
 //! The hub stores every webhook it accepts whole, and every event keeps its deliveries and
 //! attempts: about 2.7 KB per routed webhook, megabytes a second at the hub's rate, so nothing
 //! is kept forever unless asked. What is still needed is kept past its age:
 //! an event with a delivery pending or in flight, and an inbound webhook whose duplicate window
-//! is still open (without its key a late copy would be routed again). The audit log and the
-//! configuration are not aged out.
+//! is still open (without its key a late copy would be routed again), and a job still running.
+//! The audit log and the configuration are not aged out.
 
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
@@ -18,7 +18,8 @@ use std::time::Duration;
 /// (docs/benchmarks.md).
 const STEP: i64 = 256;
 
-/// How long stored events and inbound webhooks are kept; `None` keeps them forever.
+/// How long stored events, inbound webhooks and finished jobs are kept; `None` keeps them
+/// forever.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention(Option<Duration>);
 
@@ -80,12 +81,14 @@ pub struct Purged {
     pub events: u64,
     /// Inbound webhooks.
     pub inbound: u64,
+    /// Jobs (bulk replays and releases) finished before the cut-off.
+    pub jobs: u64,
 }
 
 /// Deletes what was stored before `before` (unix ms) and is no longer needed at `now`: events
 /// whose deliveries have all finished (succeeded or dead-lettered), with those deliveries and
-/// their attempts, and inbound webhooks whose duplicate window has ended. Oldest first, a
-/// bounded step per transaction.
+/// their attempts, inbound webhooks whose duplicate window has ended, and jobs that finished.
+/// Oldest first, a bounded step per transaction.
 ///
 /// # Errors
 /// The store failed; what earlier steps deleted stays deleted.
@@ -93,6 +96,7 @@ pub async fn purge(store: &dyn Store, before: i64, now: i64) -> Result<Purged, S
     Ok(Purged {
         events: oldest_first(store, Table::Events, before, now).await?,
         inbound: oldest_first(store, Table::Inbound, before, now).await?,
+        jobs: crate::api::purge_finished_jobs(store, before).await?,
     })
 }
 
@@ -166,10 +170,12 @@ pub fn spawn(
                 Ok(p) => {
                     metrics.retention_deleted("event", p.events);
                     metrics.retention_deleted("inbound_event", p.inbound);
-                    if p.events + p.inbound > 0 {
+                    metrics.retention_deleted("job", p.jobs);
+                    if p.events + p.inbound + p.jobs > 0 {
                         tracing::debug!(
                             events = p.events,
                             inbound = p.inbound,
+                            jobs = p.jobs,
                             "deleted past the retention"
                         );
                     }

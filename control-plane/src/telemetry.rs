@@ -81,7 +81,7 @@ impl Default for Metrics {
         let retention_deleted = Family::<KindLabels, Counter>::default();
         registry.register(
             "retention_deleted",
-            "Rows deleted past the retention: events (with their deliveries and attempts) and inbound events",
+            "Rows deleted past the retention: events (with their deliveries and attempts), inbound events and finished jobs",
             retention_deleted.clone(),
         );
         Metrics {

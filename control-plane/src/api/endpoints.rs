@@ -752,14 +752,14 @@ async fn rotate_secret(
         .update(
             &r,
             old.version,
-            &audit(
+            Some(&audit(
                 &who,
                 "rotate",
                 Kind::Endpoint,
                 &id,
                 Some(&old.tenant_id),
                 diff,
-            ),
+            )),
         )
         .await?;
     refresh_delivery(&state).await;
@@ -923,14 +923,14 @@ pub async fn disable(
         .update(
             &r,
             old.version,
-            &audit(
+            Some(&audit(
                 &system,
                 "disable",
                 Kind::Endpoint,
                 id,
                 Some(&old.tenant_id),
                 serde_json::json!({"reason": reason}),
-            ),
+            )),
         )
         .await?;
     Ok(())

@@ -11,9 +11,11 @@ use super::error::ApiError;
 use super::extract::{time_field, AppJson, AppQuery, Page, PageParams};
 use super::resource::{audit, list_page, load, with_etag};
 use super::AppState;
-use crate::ids::{new_id, now_ms, rfc3339};
+use crate::ids::{floor_id, new_id, now_ms, rfc3339};
 use crate::ingest::process::Run;
-use crate::store::{InboundFilter, InboundQuery, Kind, ReplayFilter, Resource};
+use crate::store::{
+    InboundFilter, InboundQuery, Kind, ListQuery, ReplayFilter, Resource, Store, StoreError,
+};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -273,6 +275,7 @@ pub async fn resume_jobs(state: &AppState, updated_before: i64) -> Result<usize,
         match record(
             state,
             job,
+            Some("resume"),
             "running",
             stored.progress(),
             stored.cursor,
@@ -290,6 +293,46 @@ pub async fn resume_jobs(state: &AppState, updated_before: i64) -> Result<usize,
         }
     }
     Ok(resumed)
+}
+
+/// Deletes jobs that finished before `before` (unix ms), with their progress: the audit log
+/// keeps who started each and how it ended. Returns how many went.
+///
+/// # Errors
+/// The store failed; what was deleted stays deleted.
+pub async fn purge_finished_jobs(store: &dyn Store, before: i64) -> Result<u64, StoreError> {
+    // A job finishes after it starts, and ids begin with the start: only those started
+    // before the cut-off can qualify.
+    let cut = floor_id("job", before);
+    let mut after: Option<String> = None;
+    let mut deleted = 0;
+    loop {
+        let q = ListQuery {
+            kind: Kind::Job,
+            tenant_id: None,
+            after: after.take(),
+            limit: PAGE,
+        };
+        let page = store.list(&q).await?;
+        for job in page.iter().take_while(|j| j.id < cut) {
+            let finished = serde_json::from_value::<Stored>(job.body.clone())
+                .ok()
+                .and_then(|s| s.finished_at);
+            if !finished.is_some_and(|at| at < before) {
+                continue;
+            }
+            match store.delete(Kind::Job, &job.id, Some(job.version), None).await {
+                // Gone or changed since it was read: another replica's purge, or nothing to do.
+                Ok(()) => deleted += 1,
+                Err(StoreError::NotFound | StoreError::VersionConflict) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() as i64 == PAGE && last.id < cut => after = Some(last.id.clone()),
+            _ => return Ok(deleted),
+        }
+    }
 }
 
 /// Resumes stopped jobs: at start, those the previous run of this process left (one process
@@ -344,6 +387,7 @@ async fn run(state: AppState, mut job: Resource) {
             job = record(
                 &state,
                 job.clone(),
+                None,
                 "running",
                 progress,
                 after.clone(),
@@ -361,7 +405,7 @@ async fn run(state: AppState, mut job: Resource) {
         }
         Err(e) => ("failed", Some(e.to_string())),
     };
-    if let Err(e) = record(&state, job, status, progress, after, error).await {
+    if let Err(e) = record(&state, job, Some("finish"), status, progress, after, error).await {
         tracing::error!(error = %e, kind = work.kind(), "could not record the end of a job");
     }
 }
@@ -431,11 +475,13 @@ async fn rerun_page(
     }
 }
 
-/// Records a job's state at its next version; `ApiError::Conflict` when another runner
-/// recorded it first.
+/// Records a job's state at its next version, with an audit entry for `action` (resuming or
+/// finishing it; progress within a run has none, or a long job would flood the audit log);
+/// `ApiError::Conflict` when another runner recorded it first.
 async fn record(
     state: &AppState,
     job: Resource,
+    action: Option<&str>,
     status: &str,
     progress: Progress,
     cursor: Option<String>,
@@ -458,14 +504,16 @@ async fn record(
         updated_at: now_ms(),
         ..job.clone()
     };
-    let entry = audit(
-        &who,
-        "update",
-        Kind::Job,
-        &job.id,
-        Some(&job.tenant_id),
-        serde_json::json!({"status": status, "requeued": progress.requeued, "skipped": progress.skipped}),
-    );
-    state.store.update(&next, job.version, &entry).await?;
+    let entry = action.map(|action| {
+        audit(
+            &who,
+            action,
+            Kind::Job,
+            &job.id,
+            Some(&job.tenant_id),
+            serde_json::json!({"status": status, "requeued": progress.requeued, "skipped": progress.skipped}),
+        )
+    });
+    state.store.update(&next, job.version, entry.as_ref()).await?;
     Ok(next)
 }

@@ -270,14 +270,14 @@ async fn revoke(
         .update(
             &r,
             old.version,
-            &audit(
+            Some(&audit(
                 &who,
                 "revoke",
                 Kind::ApiKey,
                 &id,
                 rec.tenant_id.as_deref(),
                 serde_json::json!({"before": old.body, "after": body}),
-            ),
+            )),
         )
         .await?;
     state.caches.keys.clear();
@@ -314,14 +314,14 @@ async fn rotate(
         .update(
             &r,
             old.version,
-            &audit(
+            Some(&audit(
                 &who,
                 "rotate",
                 Kind::ApiKey,
                 &id,
                 rec.tenant_id.as_deref(),
                 serde_json::json!({"secret": "rotated"}),
-            ),
+            )),
         )
         .await?;
     state.caches.keys.clear();

@@ -42,7 +42,7 @@ pub use endpoints::{
 };
 pub use events::newest_schema;
 pub use idempotency::RETENTION_MS as IDEMPOTENCY_RETENTION_MS;
-pub use jobs::{resume_jobs, spawn_job_keeper, LEASE_MS as JOB_LEASE_MS};
+pub use jobs::{purge_finished_jobs, resume_jobs, spawn_job_keeper, LEASE_MS as JOB_LEASE_MS};
 pub use keys::insert_key as keys_insert;
 pub use resource::audit as audit_entry;
 pub use sources::{ingest_of as source_ingest, open_spec as open_source_spec};

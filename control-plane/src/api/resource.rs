@@ -170,7 +170,7 @@ pub async fn update_audited(
         Some(&old.tenant_id),
         serde_json::json!({"before": old.body, "after": r.body}),
     );
-    state.store.update(r, old.version, &entry).await?;
+    state.store.update(r, old.version, Some(&entry)).await?;
     Ok(())
 }
 
@@ -276,7 +276,7 @@ pub async fn delete(
     );
     state
         .store
-        .delete(kind, id, Some(old.version), &entry)
+        .delete(kind, id, Some(old.version), Some(&entry))
         .await?;
     Ok(old)
 }

@@ -211,14 +211,14 @@ async fn remove(
             Kind::Tenant,
             &id,
             Some(old.version),
-            &audit(
+            Some(&audit(
                 &who,
                 "delete",
                 Kind::Tenant,
                 &id,
                 Some(&id),
                 serde_json::json!({"before": old.body}),
-            ),
+            )),
         )
         .await?;
     Ok(StatusCode::NO_CONTENT)

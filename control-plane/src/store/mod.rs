@@ -446,7 +446,9 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Storage operations. Every mutation writes its audit entry in the same transaction.
+/// Storage operations. A mutation writes its audit entry, when it has one, in the same
+/// transaction: every change made through the API has one; a job recording its progress and
+/// the retention purge have none.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
@@ -477,7 +479,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         r: &Resource,
         expected_version: i64,
-        audit: &AuditEntry,
+        audit: Option<&AuditEntry>,
     ) -> Result<(), StoreError>;
     /// Deletes a resource (if at `expected_version`, when given).
     async fn delete(
@@ -485,7 +487,7 @@ pub trait Store: Send + Sync + 'static {
         kind: Kind,
         id: &str,
         expected_version: Option<i64>,
-        audit: &AuditEntry,
+        audit: Option<&AuditEntry>,
     ) -> Result<(), StoreError>;
     /// Resources of a kind owned by a tenant.
     async fn count(&self, kind: Kind, tenant_id: &str) -> Result<i64, StoreError>;

@@ -246,7 +246,7 @@ macro_rules! sql_store {
                 rows.iter().map(Self::resource).collect()
             }
 
-            async fn update(&self, r: &Resource, expected_version: i64, audit: &AuditEntry) -> Result<(), StoreError> {
+            async fn update(&self, r: &Resource, expected_version: i64, audit: Option<&AuditEntry>) -> Result<(), StoreError> {
                 let mut tx = self.writer.begin_with($begin).await?;
                 let done = sqlx::query(
                     "UPDATE resources SET unique_key = $1, body = $2, secrets = $3, version = $4, updated_at = $5 \
@@ -270,12 +270,14 @@ macro_rules! sql_store {
                         .await?;
                     return Err(if exists.is_some() { StoreError::VersionConflict } else { StoreError::NotFound });
                 }
-                Self::write_audit(&mut tx, audit).await?;
+                if let Some(audit) = audit {
+                    Self::write_audit(&mut tx, audit).await?;
+                }
                 tx.commit().await?;
                 Ok(())
             }
 
-            async fn delete(&self, kind: Kind, id: &str, expected_version: Option<i64>, audit: &AuditEntry) -> Result<(), StoreError> {
+            async fn delete(&self, kind: Kind, id: &str, expected_version: Option<i64>, audit: Option<&AuditEntry>) -> Result<(), StoreError> {
                 let mut tx = self.writer.begin_with($begin).await?;
                 let done = sqlx::query(
                     "DELETE FROM resources WHERE kind = $1 AND id = $2 AND (CAST($3 AS BIGINT) IS NULL OR version = $3)",
@@ -293,7 +295,9 @@ macro_rules! sql_store {
                         .await?;
                     return Err(if exists.is_some() { StoreError::VersionConflict } else { StoreError::NotFound });
                 }
-                Self::write_audit(&mut tx, audit).await?;
+                if let Some(audit) = audit {
+                    Self::write_audit(&mut tx, audit).await?;
+                }
                 tx.commit().await?;
                 Ok(())
             }

@@ -920,7 +920,7 @@ async fn a_webhook_is_released_once_however_many_ask(app: TestApp) {
 
 /// A job as a runner that died after its first page left it: `running`, last recorded
 /// `age_ms` ago.
-async fn orphan_job(app: &TestApp, body: Value, age_ms: i64) -> String {
+pub(crate) async fn orphan_job(app: &TestApp, body: Value, age_ms: i64) -> String {
     let id = hookmesh::ids::new_id("job");
     let at = hookmesh::ids::now_ms() - age_ms;
     let job = hookmesh::store::Resource {
@@ -984,6 +984,17 @@ async fn a_job_whose_runner_stopped_is_resumed_where_it_was(app: TestApp) {
     assert_eq!(a.unwrap() + b.unwrap(), 1);
     let done = wait_job(&app, &json!({"id": stopped})).await;
     assert_eq!(outcome(&done), ("succeeded", 3, 0), "{done}");
+    // Its audit trail: who made it, the resume and the end. Recording progress within a run
+    // writes none, or a long job would flood the log with a page's worth each.
+    let log = app
+        .get(
+            &format!("/v1/audit_log?resource_type=job&resource_id={stopped}"),
+            ADMIN,
+        )
+        .await
+        .expect(200)
+        .json;
+    assert_eq!(column(&log, "action"), ["create", "resume", "finish"], "{log}");
     // From its cursor on: the two after it are routed, the first was not run again.
     wait_count(&rx, 2).await;
     let left = app.get("/v1/quarantine", ADMIN).await.expect(200).json;

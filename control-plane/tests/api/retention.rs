@@ -1,14 +1,15 @@
 //! Retention: what ages out of the store, and what stays because it is still needed.
 
 use crate::both;
-use crate::delivery::{endpoint, only_delivery, wait_delivery};
+use crate::delivery::{endpoint, only_delivery, wait_delivery, wait_job};
+use crate::inbound::orphan_job;
 use crate::support::{TestApp, ADMIN};
 use hookmesh::retention::{purge, Purged};
 use hookmesh_e2e::Receiver;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-both!(past_the_retention_finished_events_and_webhooks_go_and_open_ones_stay);
+both!(past_the_retention_finished_events_webhooks_and_jobs_go_and_open_ones_stay);
 
 async fn publish(app: &TestApp, tenant: &str, event_type: &str) -> String {
     app.post(
@@ -44,7 +45,22 @@ async fn stored_events(app: &TestApp, ids: &[&str]) -> Vec<String> {
     found
 }
 
-async fn past_the_retention_finished_events_and_webhooks_go_and_open_ones_stay(app: TestApp) {
+/// Starts a bulk replay that finds nothing to requeue, and waits for its end.
+async fn finished_job(app: &TestApp, tenant: &str) -> String {
+    let job = app
+        .post(
+            "/v1/deliveries/replay",
+            ADMIN,
+            json!({"tenant_id": tenant, "event_type": "none"}),
+        )
+        .await
+        .expect(202)
+        .json;
+    assert_eq!(wait_job(app, &job).await["status"], "succeeded");
+    job["id"].as_str().unwrap().to_owned()
+}
+
+async fn past_the_retention_finished_events_webhooks_and_jobs_go_and_open_ones_stay(app: TestApp) {
     let app = &app;
     let t = app.tenant("acme").await;
     let (ok, slow, broken) = (Receiver::start(), Receiver::start(), Receiver::start());
@@ -101,11 +117,21 @@ async fn past_the_retention_finished_events_and_webhooks_go_and_open_ones_stay(a
     };
     let short = webhook("short", "msg_1").await;
     let long = webhook("long", "msg_1").await;
+    let done_job = finished_job(app, &t).await;
+    // Started an hour ago and still running (its runner is alive or will be resumed).
+    let running_job = orphan_job(
+        app,
+        json!({"kind": "replay", "status": "running", "filter": {"tenant_id": t},
+               "requeued": 0, "skipped": 0, "error": null, "finished_at": null}),
+        3_600_000,
+    )
+    .await;
 
     let before = hookmesh::ids::now_ms() + 1;
     tokio::time::sleep(Duration::from_millis(5)).await;
     let late = publish(app, &t, "nobody").await;
     let late_webhook = webhook("short", "msg_2").await;
+    let late_job = finished_job(app, &t).await;
     let now = before + 2_000;
 
     let store = app.state.store.as_ref();
@@ -114,7 +140,8 @@ async fn past_the_retention_finished_events_and_webhooks_go_and_open_ones_stay(a
         purged,
         Purged {
             events: 2 + 300,
-            inbound: 1
+            inbound: 1,
+            jobs: 1,
         }
     );
 
@@ -149,6 +176,31 @@ async fn past_the_retention_finished_events_and_webhooks_go_and_open_ones_stay(a
             .await
             .expect(200);
     }
+    app.get(&format!("/v1/jobs/{done_job}"), ADMIN)
+        .await
+        .expect(404);
+    for kept in [&running_job, &late_job] {
+        app.get(&format!("/v1/jobs/{kept}"), ADMIN)
+            .await
+            .expect(200);
+    }
+    // Who started the purged job, and how it ended, stay in the audit log.
+    let log = app
+        .get(
+            &format!("/v1/audit_log?resource_type=job&resource_id={done_job}"),
+            ADMIN,
+        )
+        .await
+        .expect(200)
+        .json;
+    let actions: Vec<&str> = log["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["create", "finish"], "{log}");
+
     // The held key still drops the provider's retry.
     let again = app
         .ingest(
