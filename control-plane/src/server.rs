@@ -379,7 +379,10 @@ pub async fn rekey(state: &AppState) -> Result<usize, ServeError> {
                 Some(&r.tenant_id),
                 serde_json::json!({"secrets": "re-sealed under the current master key"}),
             );
-            state.store.update(&updated, r.version, Some(&audit)).await?;
+            state
+                .store
+                .update(&updated, r.version, Some(&audit))
+                .await?;
             n += 1;
         }
     }

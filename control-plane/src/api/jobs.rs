@@ -321,7 +321,10 @@ pub async fn purge_finished_jobs(store: &dyn Store, before: i64) -> Result<u64, 
             if !finished.is_some_and(|at| at < before) {
                 continue;
             }
-            match store.delete(Kind::Job, &job.id, Some(job.version), None).await {
+            match store
+                .delete(Kind::Job, &job.id, Some(job.version), None)
+                .await
+            {
                 // Gone or changed since it was read: another replica's purge, or nothing to do.
                 Ok(()) => deleted += 1,
                 Err(StoreError::NotFound | StoreError::VersionConflict) => {}
@@ -329,7 +332,9 @@ pub async fn purge_finished_jobs(store: &dyn Store, before: i64) -> Result<u64, 
             }
         }
         match page.last() {
-            Some(last) if page.len() as i64 == PAGE && last.id < cut => after = Some(last.id.clone()),
+            Some(last) if page.len() as i64 == PAGE && last.id < cut => {
+                after = Some(last.id.clone())
+            }
             _ => return Ok(deleted),
         }
     }
@@ -514,6 +519,9 @@ async fn record(
             serde_json::json!({"status": status, "requeued": progress.requeued, "skipped": progress.skipped}),
         )
     });
-    state.store.update(&next, job.version, entry.as_ref()).await?;
+    state
+        .store
+        .update(&next, job.version, entry.as_ref())
+        .await?;
     Ok(next)
 }

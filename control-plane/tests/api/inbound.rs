@@ -994,7 +994,11 @@ async fn a_job_whose_runner_stopped_is_resumed_where_it_was(app: TestApp) {
         .await
         .expect(200)
         .json;
-    assert_eq!(column(&log, "action"), ["create", "resume", "finish"], "{log}");
+    assert_eq!(
+        column(&log, "action"),
+        ["create", "resume", "finish"],
+        "{log}"
+    );
     // From its cursor on: the two after it are routed, the first was not run again.
     wait_count(&rx, 2).await;
     let left = app.get("/v1/quarantine", ADMIN).await.expect(200).json;

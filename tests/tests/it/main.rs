@@ -7,3 +7,4 @@ mod delivery_crash;
 mod edge;
 mod hub;
 mod istio;
+mod job_crash;
