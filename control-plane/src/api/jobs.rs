@@ -64,7 +64,7 @@ pub struct Job {
     /// So far: deliveries requeued, or inbound webhooks run again.
     pub requeued: u64,
     /// Inbound webhooks left as they were: their source is gone or no longer a hub source, or
-    /// another replay, release or delete changed them while the job ran.
+    /// another replay, release or delete changed them since the job started.
     pub skipped: u64,
     /// Why it failed.
     pub error: Option<String>,
@@ -378,10 +378,12 @@ async fn run(state: AppState, mut job: Resource) {
                     requeue_page(&state, filter, after.clone(), &mut progress).await
                 }
                 Work::InboundReplay { inbound } => {
-                    rerun_page(&state, inbound, Run::Replay, after.clone(), &mut progress).await
+                    let page = (after.clone(), job.created_at);
+                    rerun_page(&state, inbound, Run::Replay, page, &mut progress).await
                 }
                 Work::QuarantineRelease { inbound } => {
-                    rerun_page(&state, inbound, Run::Release, after.clone(), &mut progress).await
+                    let page = (after.clone(), job.created_at);
+                    rerun_page(&state, inbound, Run::Release, page, &mut progress).await
                 }
             }
             .map_err(ApiError::Unavailable)?;
@@ -439,13 +441,16 @@ async fn requeue_page(
     Ok(Some(last))
 }
 
-/// One page of inbound webhooks run again, several at once; the last id, or none when there
-/// are no more. A webhook whose source is gone is skipped; a storage failure ends the job.
+/// One page of inbound webhooks after the cursor run again, several at once; the last id, or
+/// none when there are no more. A webhook whose source is gone is skipped, and so is one changed
+/// since the job started (`started`, unix ms): another replay, release or delete, or this job
+/// before its runner stopped and it was resumed from an earlier cursor. So a job runs each
+/// webhook at most once. A storage failure ends the job.
 async fn rerun_page(
     state: &AppState,
     filter: &InboundFilter,
     how: Run,
-    after: Option<String>,
+    (after, started): (Option<String>, i64),
     progress: &mut Progress,
 ) -> Result<Option<String>, String> {
     let q = InboundQuery {
@@ -461,6 +466,8 @@ async fn rerun_page(
     let Some(last) = rows.last().map(|r| r.id.clone()) else {
         return Ok(None);
     };
+    let (rows, changed): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.updated_at < started);
+    progress.skipped += changed.len() as u64;
     let mut runs = futures::stream::iter(rows.into_iter().map(|row| {
         let ingest = state.ingest.clone();
         async move { ingest.rerun(&row, how).await }

@@ -15,6 +15,7 @@ both!(
     bulk_replay_and_release_run_as_jobs,
     a_webhook_is_released_once_however_many_ask,
     a_job_whose_runner_stopped_is_resumed_where_it_was,
+    a_resumed_replay_does_not_replay_again_what_its_runner_did_after_its_last_record,
     at_start_the_keeper_resumes_what_a_stopped_process_left
 );
 
@@ -918,11 +919,12 @@ async fn a_webhook_is_released_once_however_many_ask(app: TestApp) {
     assert_eq!(rx.received().len(), 1, "released twice: {codes:?}");
 }
 
-/// A job as a runner that died after its first page left it: `running`, last recorded
-/// `age_ms` ago.
+/// A job as a runner that died after its first page left it: `running`, started now (after
+/// the webhooks it selects), its record last written `age_ms` ago: the lease the keepers read.
 pub(crate) async fn orphan_job(app: &TestApp, body: Value, age_ms: i64) -> String {
     let id = hookmesh::ids::new_id("job");
-    let at = hookmesh::ids::now_ms() - age_ms;
+    let now = hookmesh::ids::now_ms();
+    let at = now - age_ms;
     let job = hookmesh::store::Resource {
         kind: hookmesh::store::Kind::Job,
         id: id.clone(),
@@ -931,7 +933,7 @@ pub(crate) async fn orphan_job(app: &TestApp, body: Value, age_ms: i64) -> Strin
         body,
         secrets: None,
         version: 2,
-        created_at: at,
+        created_at: now,
         updated_at: at,
     };
     let entry = hookmesh::store::AuditEntry {
@@ -1017,6 +1019,71 @@ async fn a_job_whose_runner_stopped_is_resumed_where_it_was(app: TestApp) {
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(rx.received().len(), 2);
+}
+
+async fn a_resumed_replay_does_not_replay_again_what_its_runner_did_after_its_last_record(
+    app: TestApp,
+) {
+    let t = app.tenant("acme").await;
+    let rx = Receiver::start();
+    let e = endpoint(&app, &t, json!({"url": rx.url("/in")})).await;
+    let src = hub_source(
+        &app,
+        &t,
+        "orders",
+        json!({"routes": [{"name": "r", "to": [e]}]}),
+    )
+    .await;
+    let mut routed = Vec::new();
+    for n in 0..3 {
+        let r = app
+            .ingest(
+                "orders",
+                &[("content-type", "application/json")],
+                format!("{{\"n\": {n}}}").as_bytes(),
+            )
+            .await
+            .expect(200);
+        routed.push(r.json["id"].as_str().unwrap().to_owned());
+    }
+    wait_count(&rx, 3).await;
+    let until = hookmesh::ids::now_ms() + 1;
+    // Its runner recorded the first webhook's page, then replayed the second and stopped
+    // before recording that.
+    let stopped = orphan_job(
+        &app,
+        json!({"kind": "inbound_replay", "status": "running", "inbound": {"source_id": src, "until": until},
+               "requeued": 1, "skipped": 0, "cursor": routed[0], "error": null, "finished_at": null}),
+        2 * hookmesh::api::JOB_LEASE_MS,
+    )
+    .await;
+    app.post(
+        &format!("/v1/inbound_events/{}/replay", routed[1]),
+        ADMIN,
+        json!({}),
+    )
+    .await
+    .expect(202);
+    wait_count(&rx, 4).await;
+    let before = hookmesh::ids::now_ms() - hookmesh::api::JOB_LEASE_MS;
+    assert_eq!(
+        hookmesh::api::resume_jobs(&app.state, before)
+            .await
+            .unwrap(),
+        1
+    );
+    let done = wait_job(&app, &json!({"id": stopped})).await;
+    // The third is replayed; the second, changed since the job started, is not again.
+    assert_eq!(outcome(&done), ("succeeded", 2, 1), "{done}");
+    wait_count(&rx, 5).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ns: Vec<i64> = json_bodies(&rx)
+        .iter()
+        .map(|b| b["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ns.len(), 5, "{ns:?}");
+    assert_eq!(ns.iter().filter(|n| **n == 1).count(), 2, "{ns:?}");
+    assert_eq!(ns.iter().filter(|n| **n == 2).count(), 2, "{ns:?}");
 }
 
 async fn at_start_the_keeper_resumes_what_a_stopped_process_left(app: TestApp) {
