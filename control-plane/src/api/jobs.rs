@@ -63,8 +63,9 @@ pub struct Job {
     pub status: String,
     /// So far: deliveries requeued, or inbound webhooks run again.
     pub requeued: u64,
-    /// Inbound webhooks left as they were: their source is gone or no longer a hub source, or
-    /// another replay, release or delete changed them since the job started.
+    /// Left as they were. Deliveries: in flight, or changed since the job started (attempted,
+    /// or requeued by another replay). Inbound webhooks: their source is gone or no longer a hub
+    /// source, or another replay, release or delete changed them since the job started.
     pub skipped: u64,
     /// Why it failed.
     pub error: Option<String>,
@@ -375,7 +376,8 @@ async fn run(state: AppState, mut job: Resource) {
         loop {
             let last = match &work {
                 Work::Deliveries { filter } => {
-                    requeue_page(&state, filter, after.clone(), &mut progress).await
+                    let page = (after.clone(), job.created_at);
+                    requeue_page(&state, filter, page, &mut progress).await
                 }
                 Work::InboundReplay { inbound } => {
                     let page = (after.clone(), job.created_at);
@@ -417,11 +419,14 @@ async fn run(state: AppState, mut job: Resource) {
     }
 }
 
-/// One page of deliveries requeued; the last id, or none when there are no more.
+/// One page of deliveries after the cursor requeued; the last id, or none when there are no
+/// more. Those in flight are skipped, and so are those changed since the job started
+/// (`started`, unix ms): attempted since, or requeued by this job before its runner stopped and
+/// it was resumed from an earlier cursor.
 async fn requeue_page(
     state: &AppState,
     filter: &ReplayFilter,
-    after: Option<String>,
+    (after, started): (Option<String>, i64),
     progress: &mut Progress,
 ) -> Result<Option<String>, String> {
     let ids = state
@@ -432,11 +437,13 @@ async fn requeue_page(
     let Some(last) = ids.last().cloned() else {
         return Ok(None);
     };
-    progress.requeued += state
+    let requeued = state
         .store
-        .requeue_deliveries(&ids, now_ms())
+        .requeue_deliveries(&ids, now_ms(), started)
         .await
         .map_err(|e| e.to_string())?;
+    progress.requeued += requeued;
+    progress.skipped += ids.len() as u64 - requeued;
     state.delivery.wake();
     Ok(Some(last))
 }

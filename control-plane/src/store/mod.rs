@@ -579,8 +579,14 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<String>, StoreError>;
-    /// Makes deliveries due now (not those in flight); returns how many.
-    async fn requeue_deliveries(&self, ids: &[String], now: i64) -> Result<u64, StoreError>;
+    /// Makes deliveries due now, of those not in flight and unchanged since `changed_before`
+    /// (unix ms); returns how many.
+    async fn requeue_deliveries(
+        &self,
+        ids: &[String],
+        now: i64,
+        changed_before: i64,
+    ) -> Result<u64, StoreError>;
     /// Events by id.
     async fn events_by_id(&self, ids: &[String]) -> Result<Vec<EventRow>, StoreError>;
     /// Records that an endpoint's circuit is open until then (unix ms), or closed (`None`).

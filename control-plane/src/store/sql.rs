@@ -476,7 +476,7 @@ macro_rules! sql_store {
                 Self::ids(&rows)
             }
 
-            async fn requeue_deliveries(&self, ids: &[String], now: i64) -> Result<u64, StoreError> {
+            async fn requeue_deliveries(&self, ids: &[String], now: i64, changed_before: i64) -> Result<u64, StoreError> {
                 if ids.is_empty() {
                     return Ok(0);
                 }
@@ -486,7 +486,9 @@ macro_rules! sql_store {
                     q.push_bind(now);
                     q.push(", updated_at = ");
                     q.push_bind(now);
-                    q.push(" WHERE status <> 'leased' AND id IN (");
+                    q.push(" WHERE status <> 'leased' AND updated_at < ");
+                    q.push_bind(changed_before);
+                    q.push(" AND id IN (");
                     let mut list = q.separated(", ");
                     for id in chunk {
                         list.push_bind(id);

@@ -676,7 +676,10 @@ async fn an_endpoint_failing_for_too_long_is_disabled_with_an_operational_event(
     );
 }
 
-both!(bulk_replay_requeues_dead_letters_as_a_job);
+both!(
+    bulk_replay_requeues_dead_letters_as_a_job,
+    a_resumed_bulk_replay_does_not_resend_what_its_runner_requeued_after_its_last_record
+);
 
 /// A job (as `POST` answered it) once it has finished.
 pub(crate) async fn wait_job(app: &TestApp, job: &Value) -> Value {
@@ -771,6 +774,83 @@ async fn bulk_replay_requeues_dead_letters_as_a_job(app: TestApp) {
     // The healthy endpoint's deliveries were not replayed.
     assert_eq!(healthy.received().len(), 2);
     assert_eq!(count("succeeded", other).await, 2);
+}
+
+async fn a_resumed_bulk_replay_does_not_resend_what_its_runner_requeued_after_its_last_record(
+    app: TestApp,
+) {
+    let t = app.tenant("acme").await;
+    let rx = Receiver::start();
+    endpoint(
+        &app,
+        &t,
+        json!({"url": rx.url("/"), "event_types": ["work"]}),
+    )
+    .await;
+    publish_numbered(&app, &t, "work", 3).await;
+    wait_count(&rx, 3).await;
+    let list = app
+        .get(&format!("/v1/deliveries?tenant_id={t}&limit=10"), ADMIN)
+        .await
+        .expect(200)
+        .json;
+    let ids: Vec<String> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    for id in &ids {
+        wait_delivery(&app, id, |d| d["status"] == "succeeded").await;
+    }
+    // Resending everything that succeeded: its runner recorded the first delivery's page, then
+    // requeued the second and stopped before recording that.
+    let stopped = crate::inbound::orphan_job(
+        &app,
+        json!({"kind": "replay", "status": "running", "filter": {"tenant_id": t, "status": "succeeded"},
+               "requeued": 1, "skipped": 0, "cursor": ids[0], "error": null, "finished_at": null}),
+        2 * hookmesh::api::JOB_LEASE_MS,
+    )
+    .await;
+    app.post(
+        &format!("/v1/deliveries/{}/retry", ids[1]),
+        ADMIN,
+        json!({}),
+    )
+    .await
+    .expect(202);
+    wait_count(&rx, 4).await;
+    wait_delivery(&app, &ids[1], |d| d["status"] == "succeeded").await;
+    let before = hookmesh::ids::now_ms() - hookmesh::api::JOB_LEASE_MS;
+    assert_eq!(
+        hookmesh::api::resume_jobs(&app.state, before)
+            .await
+            .unwrap(),
+        1
+    );
+    let done = wait_job(&app, &json!({"id": stopped})).await;
+    // The third is resent; the second, attempted since the job started, is not again.
+    assert_eq!(
+        (&done["status"], &done["requeued"], &done["skipped"]),
+        (&json!("succeeded"), &json!(2), &json!(1)),
+        "{done}"
+    );
+    wait_count(&rx, 5).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent: Vec<i64> = rx
+        .received()
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.body).unwrap()["i"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(sent.len(), 5, "{sent:?}");
+    for (i, times) in [(0, 1), (1, 2), (2, 2)] {
+        assert_eq!(sent.iter().filter(|s| **s == i).count(), times, "{sent:?}");
+    }
 }
 
 both!(fifo_endpoints_deliver_in_order_through_retries);
