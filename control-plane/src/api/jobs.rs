@@ -319,7 +319,7 @@ pub async fn purge_finished_jobs(store: &dyn Store, before: i64) -> Result<u64, 
             let finished = serde_json::from_value::<Stored>(job.body.clone())
                 .ok()
                 .and_then(|s| s.finished_at);
-            if !finished.is_some_and(|at| at < before) {
+            if finished.is_none_or(|at| at >= before) {
                 continue;
             }
             match store
@@ -374,18 +374,16 @@ async fn run(state: AppState, mut job: Resource) {
     };
     let outcome: Result<(), ApiError> = async {
         loop {
+            let from = (after.clone(), job.created_at);
             let last = match &work {
                 Work::Deliveries { filter } => {
-                    let page = (after.clone(), job.created_at);
-                    requeue_page(&state, filter, page, &mut progress).await
+                    requeue_page(&state, filter, from, &mut progress).await
                 }
                 Work::InboundReplay { inbound } => {
-                    let page = (after.clone(), job.created_at);
-                    rerun_page(&state, inbound, Run::Replay, page, &mut progress).await
+                    rerun_page(&state, inbound, Run::Replay, from, &mut progress).await
                 }
                 Work::QuarantineRelease { inbound } => {
-                    let page = (after.clone(), job.created_at);
-                    rerun_page(&state, inbound, Run::Release, page, &mut progress).await
+                    rerun_page(&state, inbound, Run::Release, from, &mut progress).await
                 }
             }
             .map_err(ApiError::Unavailable)?;
@@ -465,7 +463,7 @@ async fn rerun_page(
         after,
         limit: INBOUND_PAGE,
     };
-    let rows = state
+    let mut rows = state
         .store
         .list_inbound(&q)
         .await
@@ -473,8 +471,9 @@ async fn rerun_page(
     let Some(last) = rows.last().map(|r| r.id.clone()) else {
         return Ok(None);
     };
-    let (rows, changed): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.updated_at < started);
-    progress.skipped += changed.len() as u64;
+    let read = rows.len();
+    rows.retain(|r| r.updated_at < started);
+    progress.skipped += (read - rows.len()) as u64;
     let mut runs = futures::stream::iter(rows.into_iter().map(|row| {
         let ingest = state.ingest.clone();
         async move { ingest.rerun(&row, how).await }

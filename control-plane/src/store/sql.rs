@@ -1,13 +1,24 @@
 //! The SQL shared by both backends, instantiated per backend by [`sql_store!`].
 //!
 //! Placeholders are `$1, $2, …` and must first appear in increasing order: PostgreSQL reads
-//! them as positions, SQLite as named parameters numbered by first appearance. Nullable
-//! filters use `CAST($n AS TEXT) IS NULL`, which both type-check.
+//! them as positions, SQLite as named parameters numbered by first appearance. Listings with
+//! optional filters are written by [`Filtered`], with only the conditions that apply.
 
 /// Implements [`Store`](super::Store) for a struct with a `pool` field of the backend's pool.
 macro_rules! sql_store {
     ($store:ident, $backend:literal, $begin:expr, $claim:expr) => {
         impl $store {
+            /// The statement with its values bound.
+            fn filtered<'q>(
+                f: &'q Filtered<'q>,
+            ) -> sqlx::query::Query<'q, <Self as DbTypes>::Db, <<Self as DbTypes>::Db as sqlx::Database>::Arguments<'q>> {
+                f.args.iter().fold(sqlx::query(&f.sql), |q, arg| match arg {
+                    Arg::Text(s) => q.bind(*s),
+                    Arg::Owned(s) => q.bind(s.as_str()),
+                    Arg::Int(n) => q.bind(*n),
+                })
+            }
+
             fn inbound(row: &<Self as DbTypes>::Row) -> Result<InboundRow, StoreError> {
                 use sqlx::Row as _;
                 Ok(InboundRow {
@@ -223,18 +234,12 @@ macro_rules! sql_store {
             }
 
             async fn list(&self, q: &ListQuery) -> Result<Vec<Resource>, StoreError> {
-                let rows = sqlx::query(
-                    "SELECT * FROM resources WHERE kind = $1 \
-                     AND (CAST($2 AS TEXT) IS NULL OR tenant_id = $2) \
-                     AND (CAST($3 AS TEXT) IS NULL OR id > $3) \
-                     ORDER BY id LIMIT $4",
-                )
-                .bind(q.kind.as_str())
-                .bind(&q.tenant_id)
-                .bind(&q.after)
-                .bind(q.limit)
-                .fetch_all(&self.pool)
-                .await?;
+                let f = Filtered::new("SELECT * FROM resources")
+                    .and("kind = ?", Some(q.kind.as_str()))
+                    .and("tenant_id = ?", q.tenant_id.as_deref())
+                    .and("id > ?", q.after.as_deref())
+                    .page(q.limit);
+                let rows = Self::filtered(&f).fetch_all(&self.pool).await?;
                 rows.iter().map(Self::resource).collect()
             }
 
@@ -313,26 +318,16 @@ macro_rules! sql_store {
             }
 
             async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
-                let rows = sqlx::query(
-                    "SELECT * FROM audit_log WHERE (CAST($1 AS TEXT) IS NULL OR tenant_id = $1) \
-                     AND (CAST($2 AS TEXT) IS NULL OR resource_type = $2) \
-                     AND (CAST($3 AS TEXT) IS NULL OR resource_id = $3) \
-                     AND (CAST($4 AS TEXT) IS NULL OR actor = $4) \
-                     AND (CAST($5 AS BIGINT) IS NULL OR at >= $5) \
-                     AND (CAST($6 AS BIGINT) IS NULL OR at < $6) \
-                     AND (CAST($7 AS TEXT) IS NULL OR id > $7) \
-                     ORDER BY id LIMIT $8",
-                )
-                .bind(&q.tenant_id)
-                .bind(&q.resource_type)
-                .bind(&q.resource_id)
-                .bind(&q.actor)
-                .bind(q.since)
-                .bind(q.until)
-                .bind(&q.after)
-                .bind(q.limit)
-                .fetch_all(&self.pool)
-                .await?;
+                let f = Filtered::new("SELECT * FROM audit_log")
+                    .and("tenant_id = ?", q.tenant_id.as_deref())
+                    .and("resource_type = ?", q.resource_type.as_deref())
+                    .and("resource_id = ?", q.resource_id.as_deref())
+                    .and("actor = ?", q.actor.as_deref())
+                    .and("at >= ?", q.since)
+                    .and("at < ?", q.until)
+                    .and("id > ?", q.after.as_deref())
+                    .page(q.limit);
+                let rows = Self::filtered(&f).fetch_all(&self.pool).await?;
                 rows.iter().map(Self::audit_entry).collect()
             }
 
@@ -384,34 +379,8 @@ macro_rules! sql_store {
 
 
             async fn list_inbound(&self, q: &InboundQuery) -> Result<Vec<InboundRow>, StoreError> {
-                let f = &q.filter;
-                // Ids begin with their receive time, read just after `received_at`: bounds on
-                // the id (a second wider, for a clock step between the two reads) let a time
-                // range start and end on the primary key instead of scanning from the oldest.
-                let floor = f.since.map(|ms| crate::ids::floor_id("inb", ms.saturating_sub(1000)));
-                let after = q.after.clone().max(floor);
-                let before = f.until.map(|ms| crate::ids::floor_id("inb", ms.saturating_add(1000)));
-                let rows = sqlx::query(
-                    "SELECT * FROM inbound_events WHERE (CAST($1 AS TEXT) IS NULL OR tenant_id = $1) \
-                     AND (CAST($2 AS TEXT) IS NULL OR source_id = $2) \
-                     AND (CAST($3 AS TEXT) IS NULL OR status = $3) \
-                     AND (CAST($4 AS TEXT) IS NULL OR event_type = $4) \
-                     AND (CAST($5 AS BIGINT) IS NULL OR received_at >= $5) \
-                     AND (CAST($6 AS BIGINT) IS NULL OR received_at < $6) \
-                     AND (CAST($7 AS TEXT) IS NULL OR id > $7) \
-                     AND (CAST($8 AS TEXT) IS NULL OR id < $8) ORDER BY id LIMIT $9",
-                )
-                .bind(&f.tenant_id)
-                .bind(&f.source_id)
-                .bind(&f.status)
-                .bind(&f.event_type)
-                .bind(f.since)
-                .bind(f.until)
-                .bind(after)
-                .bind(before)
-                .bind(q.limit)
-                .fetch_all(&self.pool)
-                .await?;
+                let f = inbound_listing(q, $backend);
+                let rows = Self::filtered(&f).fetch_all(&self.pool).await?;
                 rows.iter().map(Self::inbound).collect()
             }
 
@@ -453,26 +422,16 @@ macro_rules! sql_store {
             }
 
             async fn find_deliveries(&self, f: &ReplayFilter, after: Option<&str>, limit: i64) -> Result<Vec<String>, StoreError> {
-                let rows = sqlx::query(
-                    "SELECT id FROM deliveries WHERE status <> 'leased' \
-                     AND (CAST($1 AS TEXT) IS NULL OR tenant_id = $1) \
-                     AND (CAST($2 AS TEXT) IS NULL OR endpoint_id = $2) \
-                     AND (CAST($3 AS TEXT) IS NULL OR status = $3) \
-                     AND (CAST($4 AS TEXT) IS NULL OR event_id IN (SELECT id FROM events WHERE event_type = $4)) \
-                     AND (CAST($5 AS BIGINT) IS NULL OR created_at >= $5) \
-                     AND (CAST($6 AS BIGINT) IS NULL OR created_at < $6) \
-                     AND (CAST($7 AS TEXT) IS NULL OR id > $7) ORDER BY id LIMIT $8",
-                )
-                .bind(&f.tenant_id)
-                .bind(&f.endpoint_id)
-                .bind(&f.status)
-                .bind(&f.event_type)
-                .bind(f.since)
-                .bind(f.until)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
+                let f = Filtered::new("SELECT id FROM deliveries WHERE status <> 'leased'")
+                    .and("tenant_id = ?", f.tenant_id.as_deref())
+                    .and("endpoint_id = ?", f.endpoint_id.as_deref())
+                    .and("status = ?", f.status.as_deref())
+                    .and("event_id IN (SELECT id FROM events WHERE event_type = ?)", f.event_type.as_deref())
+                    .and("created_at >= ?", f.since)
+                    .and("created_at < ?", f.until)
+                    .and("id > ?", after)
+                    .page(limit);
+                let rows = Self::filtered(&f).fetch_all(&self.pool).await?;
                 Self::ids(&rows)
             }
 
@@ -553,33 +512,23 @@ macro_rules! sql_store {
             }
 
             async fn list_events(&self, tenant_id: Option<&str>, after: Option<&str>, limit: i64) -> Result<Vec<EventRow>, StoreError> {
-                let rows = sqlx::query(
-                    "SELECT * FROM events WHERE (CAST($1 AS TEXT) IS NULL OR tenant_id = $1) AND (CAST($2 AS TEXT) IS NULL OR id > $2) ORDER BY id LIMIT $3",
-                )
-                .bind(tenant_id)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
+                let f = Filtered::new("SELECT * FROM events")
+                    .and("tenant_id = ?", tenant_id)
+                    .and("id > ?", after)
+                    .page(limit);
+                let rows = Self::filtered(&f).fetch_all(&self.pool).await?;
                 rows.iter().map(Self::event).collect()
             }
 
             async fn list_deliveries(&self, q: &DeliveryQuery) -> Result<Vec<DeliveryRow>, StoreError> {
-                let rows = sqlx::query(
-                    "SELECT * FROM deliveries WHERE (CAST($1 AS TEXT) IS NULL OR tenant_id = $1) \
-                     AND (CAST($2 AS TEXT) IS NULL OR endpoint_id = $2) \
-                     AND (CAST($3 AS TEXT) IS NULL OR event_id = $3) \
-                     AND (CAST($4 AS TEXT) IS NULL OR status = $4) \
-                     AND (CAST($5 AS TEXT) IS NULL OR id > $5) ORDER BY id LIMIT $6",
-                )
-                .bind(&q.tenant_id)
-                .bind(&q.endpoint_id)
-                .bind(&q.event_id)
-                .bind(&q.status)
-                .bind(&q.after)
-                .bind(q.limit)
-                .fetch_all(&self.pool)
-                .await?;
+                let f = Filtered::new("SELECT * FROM deliveries")
+                    .and("tenant_id = ?", q.tenant_id.as_deref())
+                    .and("endpoint_id = ?", q.endpoint_id.as_deref())
+                    .and("event_id = ?", q.event_id.as_deref())
+                    .and("status = ?", q.status.as_deref())
+                    .and("id > ?", q.after.as_deref())
+                    .page(q.limit);
+                let rows = Self::filtered(&f).fetch_all(&self.pool).await?;
                 rows.iter().map(Self::delivery).collect()
             }
 
@@ -737,6 +686,116 @@ macro_rules! fifo_ready {
 pub(super) use claim_sql;
 pub(super) use fifo_ready;
 
+/// A listing's statement with only the conditions that apply, and its values.
+///
+/// A condition left in the text as `($n IS NULL OR column = $n)` costs every page a scan:
+/// SQLite plans a statement before it sees the values, and such a disjunction can use no index
+/// (neither the filter's nor the cursor's range on the primary key), so each page of a listing
+/// or of a bulk job read the table from its first row.
+pub(super) struct Filtered<'a> {
+    pub(super) sql: String,
+    pub(super) args: Vec<Arg<'a>>,
+}
+
+/// A value to bind.
+pub(super) enum Arg<'a> {
+    Text(&'a str),
+    Owned(String),
+    Int(i64),
+}
+
+impl From<String> for Arg<'_> {
+    fn from(s: String) -> Self {
+        Arg::Owned(s)
+    }
+}
+
+impl<'a> From<&'a str> for Arg<'a> {
+    fn from(s: &'a str) -> Self {
+        Arg::Text(s)
+    }
+}
+
+impl From<i64> for Arg<'_> {
+    fn from(n: i64) -> Self {
+        Arg::Int(n)
+    }
+}
+
+impl<'a> Filtered<'a> {
+    /// `head`: the `SELECT … FROM …`, with a `WHERE` of its own or none.
+    pub(super) fn new(head: &str) -> Filtered<'a> {
+        Filtered {
+            sql: head.to_owned(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Adds `condition` (its one `?` is the value's placeholder) when there is a value.
+    pub(super) fn and(
+        mut self,
+        condition: &str,
+        value: Option<impl Into<Arg<'a>>>,
+    ) -> Filtered<'a> {
+        let Some(value) = value else { return self };
+        let joint = if self.sql.contains(" WHERE ") {
+            " AND "
+        } else {
+            " WHERE "
+        };
+        let (before, after) = condition.split_once('?').unwrap_or((condition, ""));
+        self.args.push(value.into());
+        self.sql.push_str(joint);
+        self.sql.push_str(before);
+        self.sql.push_str(&format!("${}", self.args.len()));
+        self.sql.push_str(after);
+        self
+    }
+
+    /// Oldest first, at most `limit`.
+    pub(super) fn page(self, limit: i64) -> Filtered<'a> {
+        let mut f = self;
+        f.args.push(Arg::Int(limit));
+        f.sql
+            .push_str(&format!(" ORDER BY id LIMIT ${}", f.args.len()));
+        f
+    }
+}
+
+/// The inbound listing on `backend`: ids begin with their receive time, read just after
+/// `received_at`, so bounds on the id (a second wider, for a clock step between the two reads)
+/// let a time range start and end on the primary key.
+pub(super) fn inbound_listing<'a>(q: &'a super::InboundQuery, backend: &str) -> Filtered<'a> {
+    let f = &q.filter;
+    let floor = f
+        .since
+        .map(|ms| crate::ids::floor_id("inb", ms.saturating_sub(1000)));
+    let after = q.after.clone().max(floor);
+    let before = f
+        .until
+        .map(|ms| crate::ids::floor_id("inb", ms.saturating_add(1000)));
+    Filtered::new("SELECT * FROM inbound_events")
+        .and("tenant_id = ?", f.tenant_id.as_deref())
+        // SQLite would read a source's webhooks through the duplicate-key index (source_id,
+        // dedup_key), all of them, and sort them for every page. The unary plus keeps that
+        // index out, and the page is read from the primary key at the cursor, already in order.
+        .and(
+            if backend == "sqlite" {
+                "+source_id = ?"
+            } else {
+                "source_id = ?"
+            },
+            f.source_id.as_deref(),
+        )
+        .and("status = ?", f.status.as_deref())
+        .and("event_type = ?", f.event_type.as_deref())
+        .and("received_at >= ?", f.since)
+        .and("received_at < ?", f.until)
+        .and("id > ?", after)
+        .and("id < ?", before)
+        .page(q.limit)
+}
+
 /// The database types of a backend, so the shared code can name its rows and transactions.
 pub(super) trait DbTypes {
     type Db: sqlx::Database;
@@ -762,7 +821,8 @@ pub(super) fn parse_kind(s: &str) -> Result<super::Kind, super::StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::shaped_chunks;
+    use super::{inbound_listing, shaped_chunks, Filtered};
+    use crate::store::{InboundFilter, InboundQuery};
 
     #[test]
     fn batches_split_into_few_statement_shapes() {
@@ -774,5 +834,68 @@ mod tests {
                 .iter()
                 .all(|c| c.len() == 256 || (c.len() < 256 && c.len().is_power_of_two())));
         }
+    }
+
+    /// SQLite's plan for `sql`, one detail per line.
+    fn plan(sql: &str) -> String {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for f in files {
+            db.execute_batch(&std::fs::read_to_string(f).unwrap())
+                .unwrap();
+        }
+        let mut stmt = db.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        // The plan is made before any value is seen: bind nothing in particular.
+        let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>();
+        rows.join("\n")
+    }
+
+    #[test]
+    fn a_page_after_a_cursor_starts_on_an_index_instead_of_scanning_from_the_first_row() {
+        let page = |filter: InboundFilter| {
+            let q = InboundQuery {
+                filter,
+                after: Some("inb_01M98Z9BNKC8VZZF9QWT9R19CH".into()),
+                limit: 100,
+            };
+            plan(&inbound_listing(&q, "sqlite").sql)
+        };
+        let by_source = page(InboundFilter {
+            source_id: Some("src_1".into()),
+            ..InboundFilter::default()
+        });
+        let everything = page(InboundFilter::default());
+        assert_eq!(
+            everything,
+            "SEARCH inbound_events USING INDEX sqlite_autoindex_inbound_events_1 (id>?)"
+        );
+        // Not all of the source's webhooks, sorted, for every page.
+        assert_eq!(by_source, everything);
+        let quarantined = page(InboundFilter {
+            status: Some("quarantined".into()),
+            until: Some(1_800_000_000_000),
+            ..InboundFilter::default()
+        });
+        assert!(
+            quarantined.starts_with("SEARCH inbound_events USING"),
+            "{quarantined}"
+        );
+
+        let audit = Filtered::new("SELECT * FROM audit_log")
+            .and("actor = ?", Some("key_1"))
+            .and("id > ?", Some("aud_1"))
+            .page(100);
+        let audit = plan(&audit.sql);
+        assert!(audit.starts_with("SEARCH audit_log USING"), "{audit}");
     }
 }
