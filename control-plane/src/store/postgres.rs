@@ -1,7 +1,8 @@
 //! PostgreSQL, for several control-plane replicas sharing one database.
 
 use super::sql::{
-    claim_sql, inbound_listing, parse_kind, shaped_chunks, sql_store, Arg, DbTypes, Filtered,
+    claim_sql, inbound_listing, parse_kind, replay_listing, shaped_chunks, sql_store, Arg, DbTypes,
+    Filtered,
 };
 use super::{
     AttemptRow, AuditEntry, AuditQuery, Completion, DeliveryQuery, DeliveryRow, EventRow,

@@ -422,15 +422,7 @@ macro_rules! sql_store {
             }
 
             async fn find_deliveries(&self, f: &ReplayFilter, after: Option<&str>, limit: i64) -> Result<Vec<String>, StoreError> {
-                let f = Filtered::new("SELECT id FROM deliveries WHERE status <> 'leased'")
-                    .and("tenant_id = ?", f.tenant_id.as_deref())
-                    .and("endpoint_id = ?", f.endpoint_id.as_deref())
-                    .and("status = ?", f.status.as_deref())
-                    .and("event_id IN (SELECT id FROM events WHERE event_type = ?)", f.event_type.as_deref())
-                    .and("created_at >= ?", f.since)
-                    .and("created_at < ?", f.until)
-                    .and("id > ?", after)
-                    .page(limit);
+                let f = replay_listing(f, after, limit);
                 let rows = Self::filtered(&f).fetch_all(&self.pool).await?;
                 Self::ids(&rows)
             }
@@ -796,6 +788,28 @@ pub(super) fn inbound_listing<'a>(q: &'a super::InboundQuery, backend: &str) -> 
         .page(q.limit)
 }
 
+/// The deliveries a bulk replay requeues, a page after `after`. The event type is looked up
+/// per delivery by the event's key: as `event_id IN (SELECT … WHERE event_type = ?)`, SQLite
+/// scanned every event and sorted every matching delivery for each page.
+pub(super) fn replay_listing<'a>(
+    f: &'a super::ReplayFilter,
+    after: Option<&'a str>,
+    limit: i64,
+) -> Filtered<'a> {
+    Filtered::new("SELECT id FROM deliveries WHERE status <> 'leased'")
+        .and("tenant_id = ?", f.tenant_id.as_deref())
+        .and("endpoint_id = ?", f.endpoint_id.as_deref())
+        .and("status = ?", f.status.as_deref())
+        .and(
+            "EXISTS (SELECT 1 FROM events WHERE events.id = deliveries.event_id AND events.event_type = ?)",
+            f.event_type.as_deref(),
+        )
+        .and("created_at >= ?", f.since)
+        .and("created_at < ?", f.until)
+        .and("id > ?", after)
+        .page(limit)
+}
+
 /// The database types of a backend, so the shared code can name its rows and transactions.
 pub(super) trait DbTypes {
     type Db: sqlx::Database;
@@ -821,8 +835,8 @@ pub(super) fn parse_kind(s: &str) -> Result<super::Kind, super::StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{inbound_listing, shaped_chunks, Filtered};
-    use crate::store::{InboundFilter, InboundQuery};
+    use super::{inbound_listing, replay_listing, shaped_chunks, Filtered};
+    use crate::store::{InboundFilter, InboundQuery, ReplayFilter};
 
     #[test]
     fn batches_split_into_few_statement_shapes() {
@@ -897,5 +911,21 @@ mod tests {
             .page(100);
         let audit = plan(&audit.sql);
         assert!(audit.starts_with("SEARCH audit_log USING"), "{audit}");
+    }
+
+    #[test]
+    fn a_delivery_replay_by_event_type_reads_its_pages_in_key_order() {
+        let f = ReplayFilter {
+            tenant_id: Some("ten_1".into()),
+            event_type: Some("invoice.paid".into()),
+            ..ReplayFilter::default()
+        };
+        let plan = plan(&replay_listing(&f, Some("dlv_1"), 500).sql);
+        assert_eq!(
+            plan,
+            "SEARCH deliveries USING INDEX sqlite_autoindex_deliveries_1 (id>?)\n\
+             CORRELATED SCALAR SUBQUERY 1\n\
+             SEARCH events USING INDEX sqlite_autoindex_events_1 (id=?)"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! SQLite, the embedded default: one file in the data directory, WAL mode.
 
 use super::sql::{
-    claim_sql, inbound_listing, parse_kind, shaped_chunks, sql_store, Arg, DbTypes, Filtered,
+    claim_sql, inbound_listing, parse_kind, replay_listing, shaped_chunks, sql_store, Arg, DbTypes,
+    Filtered,
 };
 use super::{
     AttemptRow, AuditEntry, AuditQuery, Completion, DeliveryQuery, DeliveryRow, EventRow,
