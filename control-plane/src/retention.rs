@@ -100,6 +100,34 @@ pub async fn purge(store: &dyn Store, before: i64, now: i64) -> Result<Purged, S
     })
 }
 
+/// One pass of the housekeeping at `now` (unix ms): idempotency keys past their day, then what
+/// is past `retention`. Every replica runs passes, one at a time does the work: `None` when
+/// another replica is running one (on PostgreSQL; their deletes would only wait on the same
+/// rows).
+///
+/// # Errors
+/// The store failed; what earlier steps deleted stays deleted.
+pub async fn pass(
+    store: &dyn Store,
+    retention: Retention,
+    now: i64,
+) -> Result<Option<Purged>, StoreError> {
+    let Some(_only_here) = store.exclusive("housekeeping").await? else {
+        return Ok(None);
+    };
+    if let Err(e) = store
+        .idempotency_purge(now - crate::api::IDEMPOTENCY_RETENTION_MS)
+        .await
+    {
+        tracing::warn!(error = %e, "idempotency purge failed");
+    }
+    let Some(keep) = retention.0 else {
+        return Ok(Some(Purged::default()));
+    };
+    let before = now.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+    purge(store, before, now).await.map(Some)
+}
+
 /// What ages out.
 #[derive(Clone, Copy)]
 enum Table {
@@ -157,17 +185,9 @@ pub fn spawn(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let now = crate::ids::now_ms();
-            if let Err(e) = store
-                .idempotency_purge(now - crate::api::IDEMPOTENCY_RETENTION_MS)
-                .await
-            {
-                tracing::warn!(error = %e, "idempotency purge failed");
-            }
-            let Some(keep) = retention.0 else { continue };
-            let before = now.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
-            match purge(store.as_ref(), before, now).await {
-                Ok(p) => {
+            match pass(store.as_ref(), retention, crate::ids::now_ms()).await {
+                Ok(None) => tracing::debug!("another replica is purging; skipped this pass"),
+                Ok(Some(p)) => {
                     metrics.retention_deleted("event", p.events);
                     metrics.retention_deleted("inbound_event", p.inbound);
                     metrics.retention_deleted("job", p.jobs);

@@ -446,6 +446,12 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// Held while this process does what only one replica should do at a time
+/// ([`Store::exclusive`]); released when dropped.
+pub struct Exclusive {
+    pub(super) _held: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
 /// Storage operations. A mutation writes its audit entry, when it has one, in the same
 /// transaction: every change made through the API has one; a job recording its progress and
 /// the retention purge have none.
@@ -458,6 +464,9 @@ pub trait Store: Send + Sync + 'static {
     /// The resource types changed by any process sharing the store, as they commit; `None`
     /// where one process owns the store (SQLite), whose own changes are told in-process.
     async fn changes(&self) -> Result<Option<tokio::sync::mpsc::Receiver<String>>, StoreError>;
+    /// Work that one process at a time should do (`name`, e.g. the retention purge): `None`
+    /// while another replica holds it. Held until the returned value is dropped.
+    async fn exclusive(&self, name: &str) -> Result<Option<Exclusive>, StoreError>;
     /// Checks the database answers and migrations are applied.
     async fn ready(&self) -> Result<(), StoreError>;
     /// Connections: (in use, idle).

@@ -6,7 +6,7 @@ use super::sql::{
 };
 use super::{
     AttemptRow, AuditEntry, AuditQuery, Completion, DeliveryQuery, DeliveryRow, EventRow,
-    IdempotentResponse, InboundQuery, InboundRow, Kind, ListQuery, NewEvent, NewInbound,
+    Exclusive, IdempotentResponse, InboundQuery, InboundRow, Kind, ListQuery, NewEvent, NewInbound,
     ReplayFilter, Reservation, Resource, Store, StoreError, Written,
 };
 use sqlx::postgres::PgPoolOptions;
@@ -54,6 +54,20 @@ impl PgStore {
             }
         });
         Ok(Some(rx))
+    }
+
+    /// A session-level advisory lock on a connection taken out of the pool for as long as it
+    /// is held: dropping the holder closes the connection, and the server releases the lock
+    /// with the session, also when the process dies.
+    async fn take_exclusive(&self, name: &str) -> Result<Option<Exclusive>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let granted: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+            .bind(format!("hookmesh:{name}"))
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(granted.then(|| Exclusive {
+            _held: Some(Box::new(conn.detach())),
+        }))
     }
 
     const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

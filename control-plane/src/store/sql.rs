@@ -175,6 +175,10 @@ macro_rules! sql_store {
                 self.listen_changes().await
             }
 
+            async fn exclusive(&self, name: &str) -> Result<Option<Exclusive>, StoreError> {
+                self.take_exclusive(name).await
+            }
+
             async fn migrate(&self) -> Result<(), StoreError> {
                 Self::MIGRATOR.run(&self.writer).await?;
                 Ok(())

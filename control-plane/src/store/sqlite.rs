@@ -6,7 +6,7 @@ use super::sql::{
 };
 use super::{
     AttemptRow, AuditEntry, AuditQuery, Completion, DeliveryQuery, DeliveryRow, EventRow,
-    IdempotentResponse, InboundQuery, InboundRow, Kind, ListQuery, NewEvent, NewInbound,
+    Exclusive, IdempotentResponse, InboundQuery, InboundRow, Kind, ListQuery, NewEvent, NewInbound,
     ReplayFilter, Reservation, Resource, Store, StoreError, Written,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -61,6 +61,11 @@ impl SqliteStore {
         &self,
     ) -> Result<Option<tokio::sync::mpsc::Receiver<String>>, StoreError> {
         Ok(None)
+    }
+
+    /// One process owns the file: always granted.
+    async fn take_exclusive(&self, _name: &str) -> Result<Option<Exclusive>, StoreError> {
+        Ok(Some(Exclusive { _held: None }))
     }
 
     const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

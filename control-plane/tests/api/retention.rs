@@ -4,12 +4,45 @@ use crate::both;
 use crate::delivery::{endpoint, only_delivery, wait_delivery, wait_job};
 use crate::inbound::orphan_job;
 use crate::support::{TestApp, ADMIN};
-use hookmesh::retention::{purge, Purged};
+use hookmesh::retention::{pass, purge, Purged, Retention};
 use hookmesh_e2e::Receiver;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-both!(past_the_retention_finished_events_webhooks_and_jobs_go_and_open_ones_stay);
+both!(
+    past_the_retention_finished_events_webhooks_and_jobs_go_and_open_ones_stay,
+    one_replica_at_a_time_runs_the_housekeeping
+);
+
+async fn one_replica_at_a_time_runs_the_housekeeping(app: TestApp) {
+    let t = app.tenant("acme").await;
+    let store = app.state.store.as_ref();
+    let keep = Retention::keep(Duration::from_secs(1));
+    // Another replica is in the middle of a pass.
+    let other = store.exclusive("housekeeping").await.unwrap();
+    assert!(other.is_some(), "the first to ask gets it");
+    publish(&app, &t, "nobody").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let later = hookmesh::ids::now_ms() + 10_000;
+    let skipped = pass(store, keep, later).await.unwrap();
+    if store.backend() == "sqlite" {
+        // One process owns the file: there is no other replica to leave it to.
+        assert_eq!(skipped.map(|p| p.events), Some(1));
+        return;
+    }
+    assert_eq!(skipped, None, "left to the replica holding it");
+    // That replica stops (its session ends): the next pass is this one's.
+    drop(other);
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(p) = pass(store, keep, later).await.unwrap() {
+            assert_eq!(p.events, 1);
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "never released");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 async fn publish(app: &TestApp, tenant: &str, event_type: &str) -> String {
     app.post(
