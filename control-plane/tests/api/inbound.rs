@@ -773,6 +773,17 @@ async fn bulk_replay_and_release_run_as_jobs(app: TestApp) {
         .await
         .expect(422);
     assert_eq!(r.fields(), ["until"]);
+    for concurrency in [0, 65] {
+        let r = app
+            .post(
+                "/v1/quarantine/release",
+                ADMIN,
+                json!({"concurrency": concurrency}),
+            )
+            .await
+            .expect(422);
+        assert_eq!(r.fields(), ["concurrency"]);
+    }
 
     // The schema is relaxed: string ids become valid. Probes show when the hub has reloaded.
     let current = app
@@ -807,7 +818,7 @@ async fn bulk_replay_and_release_run_as_jobs(app: TestApp) {
     let done = job(
         &app,
         "/v1/inbound_events/replay",
-        json!({"source_id": src, "status": "quarantined", "since": before, "until": after}),
+        json!({"source_id": src, "status": "quarantined", "since": before, "until": after, "concurrency": 64}),
     )
     .await;
     assert_eq!(done["kind"], "inbound_replay");
@@ -824,7 +835,7 @@ async fn bulk_replay_and_release_run_as_jobs(app: TestApp) {
     let done = job(
         &app,
         "/v1/quarantine/release",
-        json!({"tenant_id": t, "until": after}),
+        json!({"tenant_id": t, "until": after, "concurrency": 1}),
     )
     .await;
     assert_eq!(done["kind"], "quarantine_release");

@@ -304,6 +304,17 @@ struct Replay {
     storage_kib: f64,
 }
 
+/// Starts a bulk replay of everything `source` stored; returns the job's path.
+/// `BENCH_REPLAY_CONCURRENCY` sets the job's `concurrency`; by default the API's own.
+fn start_replay(cp: &ControlPlane, source: &str) -> String {
+    let mut body = json!({"source_id": source});
+    if let Some(n) = bench_setting::<u32>("BENCH_REPLAY_CONCURRENCY") {
+        body["concurrency"] = json!(n);
+    }
+    let job = cp.json("POST", "/v1/inbound_events/replay", Some(&body), 202);
+    format!("/v1/jobs/{}", job["id"].as_str().expect("a job id"))
+}
+
 /// Replays every webhook `source` stored as one bulk job; waits for the job's end and for each
 /// outbound event to reach the receiver.
 async fn bulk_replay(
@@ -316,13 +327,7 @@ async fn bulk_replay(
     let cpu0 = Cpu::now(pids);
     let counts0 = Counts::now(pids.0);
     let start = Instant::now();
-    let job = cp.json(
-        "POST",
-        "/v1/inbound_events/replay",
-        Some(&json!({"source_id": source})),
-        202,
-    );
-    let path = format!("/v1/jobs/{}", job["id"].as_str().expect("a job id"));
+    let path = start_replay(cp, source);
     let done = loop {
         let j = cp.json("GET", &path, None, 200);
         if j["status"] != "running" {
@@ -493,6 +498,14 @@ async fn main() {
         200,
     );
     let replay = bulk_replay(&cp, &store_source, (cp.pid(), envoy.pid()), &count).await;
+    // Routed arrivals while the same webhooks are replayed again: what a bulk job costs live
+    // traffic. The job's deliveries share the receiver, so only the provider's figures count.
+    let job = start_replay(&cp, &store_source);
+    let during = measure(target, "/hub/in", n, "during", &count).await;
+    let still_running = cp.json("GET", &job, None, 200)["status"] == "running";
+    while cp.json("GET", &job, None, 200)["status"] == "running" {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let rss = peak_rss_mib(cp.pid());
     let stored = cp.json("GET", "/v1/inbound_events?limit=1", None, 200);
     assert!(stored["data"].as_array().is_some_and(|d| !d.is_empty()));
@@ -522,8 +535,19 @@ async fn main() {
         hub.accepted_per_sec / edge.accepted_per_sec
     );
     let replayed = format!(
-        "**Bulk replay** (`POST /v1/inbound_events/replay` of the store-only source's {} webhooks, after giving it the hub's route): {:.0} webhooks run again per second (the job's start to its end: parsed, transformed, routed, stored with their outbound events), {:.0}/s delivered end to end; control plane CPU {:.0} µs per webhook, {:.2} context switches, {:.1} KiB to storage.",
-        replay.webhooks, replay.rerun_per_sec, replay.delivered_per_sec, replay.cpu_us, replay.switches, replay.storage_kib
+        "**Bulk replay** (`POST /v1/inbound_events/replay` of the store-only source's {} webhooks, after giving it the hub's route; `concurrency` {}): {:.0} webhooks run again per second (the job's start to its end: parsed, transformed, routed, stored with their outbound events), {:.0}/s delivered end to end; control plane CPU {:.0} µs per webhook, {:.2} context switches, {:.1} KiB to storage.",
+        replay.webhooks,
+        std::env::var("BENCH_REPLAY_CONCURRENCY").unwrap_or_else(|_| "default (16)".into()),
+        replay.rerun_per_sec, replay.delivered_per_sec, replay.cpu_us, replay.switches, replay.storage_kib
+    );
+    let replayed = format!(
+        "{replayed} Routed arrivals while another such replay runs: {:.0} accepted/s, p50 {:.1} ms, p99 {:.1} ms{} (alone, the hub row: {:.0}/s, p99 {:.1} ms).",
+        during.accepted_per_sec,
+        during.p50_ms,
+        during.p99_ms,
+        if still_running { "" } else { "; the replay ended before the arrivals did" },
+        hub.accepted_per_sec,
+        hub.p99_ms
     );
     println!("{replayed}");
     let retained = match retention() {
