@@ -1276,12 +1276,16 @@ impl ControlPlane {
     /// When the API does not answer 201.
     #[track_caller]
     pub fn tenant(&self, name: &str) -> String {
-        let created = self.json(
-            "POST",
-            "/v1/tenants",
-            Some(&serde_json::json!({ "name": name })),
-            201,
-        );
+        self.create("/v1/tenants", &serde_json::json!({ "name": name }))
+    }
+
+    /// POSTs `body` to a collection (`/v1/sources`, …); returns the new resource's id.
+    ///
+    /// # Panics
+    /// When the API does not answer 201.
+    #[track_caller]
+    pub fn create(&self, collection: &str, body: &serde_json::Value) -> String {
+        let created = self.json("POST", collection, Some(body), 201);
         created["id"].as_str().unwrap_or_default().to_owned()
     }
 

@@ -822,14 +822,7 @@ async fn a_resumed_bulk_replay_does_not_resend_what_its_runner_requeued_after_it
     .expect(202);
     wait_count(&rx, 4).await;
     wait_delivery(&app, &ids[1], |d| d["status"] == "succeeded").await;
-    let before = hookmesh::ids::now_ms() - hookmesh::api::JOB_LEASE_MS;
-    assert_eq!(
-        hookmesh::api::resume_jobs(&app.state, before)
-            .await
-            .unwrap(),
-        1
-    );
-    let done = wait_job(&app, &json!({"id": stopped})).await;
+    let done = crate::inbound::resume_and_finish(&app, &stopped).await;
     // The third is resent; the second, attempted since the job started, is not again.
     assert_eq!(
         (&done["status"], &done["requeued"], &done["skipped"]),
@@ -838,15 +831,7 @@ async fn a_resumed_bulk_replay_does_not_resend_what_its_runner_requeued_after_it
     );
     wait_count(&rx, 5).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let sent: Vec<i64> = rx
-        .received()
-        .iter()
-        .map(|r| {
-            serde_json::from_slice::<Value>(&r.body).unwrap()["i"]
-                .as_i64()
-                .unwrap()
-        })
-        .collect();
+    let sent = numbers(&rx);
     assert_eq!(sent.len(), 5, "{sent:?}");
     for (i, times) in [(0, 1), (1, 2), (2, 2)] {
         assert_eq!(sent.iter().filter(|s| **s == i).count(), times, "{sent:?}");
@@ -864,15 +849,7 @@ async fn fifo_endpoints_deliver_in_order_through_retries(app: TestApp) {
     publish_numbered(&app, &t, "step", 3).await;
     wait_count(&rx, 4).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let order: Vec<i64> = rx
-        .received()
-        .iter()
-        .map(|r| {
-            serde_json::from_slice::<Value>(&r.body).unwrap()["i"]
-                .as_i64()
-                .unwrap()
-        })
-        .collect();
+    let order = numbers(&rx);
     assert_eq!(
         order,
         [0, 0, 1, 2],
@@ -1130,6 +1107,18 @@ async fn publish_one(app: &TestApp, tenant: &str, event_type: &str, payload: Val
 }
 
 /// Publishes `n` events of one type, with payloads `{"i": 0}` to `{"i": n - 1}`.
+/// The `i` of each event `publish_numbered` made, as the receiver got them.
+fn numbers(rx: &Receiver) -> Vec<i64> {
+    rx.received()
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.body).unwrap()["i"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect()
+}
+
 async fn publish_numbered(app: &TestApp, tenant: &str, event_type: &str, n: usize) {
     for i in 0..n {
         app.post(

@@ -667,7 +667,7 @@ fn json_bodies(rx: &Receiver) -> Vec<Value> {
 }
 
 /// One field of every item of a listing.
-fn column(list: &Value, field: &str) -> Vec<String> {
+pub(crate) fn column(list: &Value, field: &str) -> Vec<String> {
     list["data"]
         .as_array()
         .expect("a listing")
@@ -932,6 +932,18 @@ async fn a_webhook_is_released_once_however_many_ask(app: TestApp) {
 
 /// A job as a runner that died after its first page left it: `running`, started now (after
 /// the webhooks it selects), its record last written `age_ms` ago: the lease the keepers read.
+/// Resumes the one job silent for longer than the lease, `job`, and waits for its end.
+pub(crate) async fn resume_and_finish(app: &TestApp, job: &str) -> Value {
+    let before = hookmesh::ids::now_ms() - hookmesh::api::JOB_LEASE_MS;
+    assert_eq!(
+        hookmesh::api::resume_jobs(&app.state, before)
+            .await
+            .unwrap(),
+        1
+    );
+    wait_job(app, &json!({ "id": job })).await
+}
+
 pub(crate) async fn orphan_job(app: &TestApp, body: Value, age_ms: i64) -> String {
     let id = hookmesh::ids::new_id("job");
     let now = hookmesh::ids::now_ms();
@@ -1076,14 +1088,7 @@ async fn a_resumed_replay_does_not_replay_again_what_its_runner_did_after_its_la
     .await
     .expect(202);
     wait_count(&rx, 4).await;
-    let before = hookmesh::ids::now_ms() - hookmesh::api::JOB_LEASE_MS;
-    assert_eq!(
-        hookmesh::api::resume_jobs(&app.state, before)
-            .await
-            .unwrap(),
-        1
-    );
-    let done = wait_job(&app, &json!({"id": stopped})).await;
+    let done = resume_and_finish(&app, &stopped).await;
     // The third is replayed; the second, changed since the job started, is not again.
     assert_eq!(outcome(&done), ("succeeded", 2, 1), "{done}");
     wait_count(&rx, 5).await;

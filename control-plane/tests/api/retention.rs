@@ -2,7 +2,7 @@
 
 use crate::both;
 use crate::delivery::{endpoint, only_delivery, wait_delivery, wait_job};
-use crate::inbound::orphan_job;
+use crate::inbound::{column, orphan_job};
 use crate::support::{TestApp, ADMIN};
 use hookmesh::retention::{pass, purge, Purged, Retention};
 use hookmesh_e2e::Receiver;
@@ -226,13 +226,7 @@ async fn past_the_retention_finished_events_webhooks_and_jobs_go_and_open_ones_s
         .await
         .expect(200)
         .json;
-    let actions: Vec<&str> = log["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
-    assert_eq!(actions, ["create", "finish"], "{log}");
+    assert_eq!(column(&log, "action"), ["create", "finish"], "{log}");
 
     // The held key still drops the provider's retry.
     let again = app

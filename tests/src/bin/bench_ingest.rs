@@ -388,15 +388,10 @@ async fn main() {
         .as_str()
         .unwrap()
         .to_owned();
-    let endpoint = cp.json(
-        "POST",
+    let endpoint = cp.create(
         "/v1/endpoints",
-        Some(&json!({"tenant_id": tenant, "url": format!("http://127.0.0.1:{port}/hub")})),
-        201,
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        &json!({"tenant_id": tenant, "url": format!("http://127.0.0.1:{port}/hub")}),
+    );
     let verify = json!({"scheme": "standard_webhooks", "secrets": [SECRET]});
     cp.json(
         "POST",
@@ -406,16 +401,11 @@ async fn main() {
         201,
     );
     let store_spec = json!({"name": "store", "match": {"path_prefix": "/store"}, "mode": "hub", "verify": verify});
-    let store_source = cp.json(
-        "POST",
+    let store_source = cp.create(
         "/v1/sources",
-        Some(&json!({"tenant_id": tenant, "spec": store_spec,
-                     "ingest": {"dedup": dedup, "transform": {"event_type": ".type"}}})),
-        201,
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        &json!({"tenant_id": tenant, "spec": store_spec,
+                     "ingest": {"dedup": dedup, "transform": {"event_type": ".type"}}}),
+    );
     cp.json(
         "POST",
         "/v1/sources",

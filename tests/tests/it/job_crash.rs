@@ -50,15 +50,10 @@ fn a_bulk_release_cut_by_kill_9_is_resumed_after_restart_and_releases_each_webho
     };
     let mut cp = ControlPlane::start_with(options.clone());
     let tenant = cp.tenant("acme");
-    let endpoint = cp.json(
-        "POST",
+    let endpoint = cp.create(
         "/v1/endpoints",
-        Some(&json!({"tenant_id": tenant, "url": rx.url("/orders")})),
-        201,
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        &json!({"tenant_id": tenant, "url": rx.url("/orders")}),
+    );
     cp.json(
         "POST",
         "/v1/event_types",
@@ -66,22 +61,17 @@ fn a_bulk_release_cut_by_kill_9_is_resumed_after_restart_and_releases_each_webho
                      "schema": {"type": "object", "required": ["order_id"]}})),
         201,
     );
-    let source = cp.json(
-        "POST",
+    let source = cp.create(
         "/v1/sources",
-        Some(&json!({
+        &json!({
             "tenant_id": tenant,
             "spec": {"name": "orders", "match": {"path_prefix": "/orders"}, "mode": "hub"},
             "ingest": {
                 "validate": {"event_type": "order.created", "on_invalid": "quarantine"},
                 "routes": [{"name": "all", "to": [endpoint]}],
             },
-        })),
-        201,
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        }),
+    );
     let envoy = Envoy::sidecar_with_ingest("job-crash", cp.xds_port, app.port, &cp.options.ingest);
     // Until the filter configuration arrives, Envoy answers 503.
     let start = Instant::now();
@@ -150,11 +140,11 @@ fn a_bulk_release_cut_by_kill_9_is_resumed_after_restart_and_releases_each_webho
         None,
         200,
     );
-    let actions: Vec<&str> = log["data"]
+    let actions: Vec<&Value> = log["data"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["action"].as_str().unwrap())
+        .map(|e| &e["action"])
         .collect();
     assert_eq!(actions, ["create", "resume", "finish"], "{log}");
     let left = cp.json("GET", "/v1/quarantine?limit=1", None, 200);
