@@ -691,6 +691,8 @@ pub(super) use fifo_ready;
 pub(super) struct Filtered<'a> {
     pub(super) sql: String,
     pub(super) args: Vec<Arg<'a>>,
+    /// The text has a `WHERE` (the head's own, or the first condition's).
+    filtered: bool,
 }
 
 /// A value to bind.
@@ -724,6 +726,7 @@ impl<'a> Filtered<'a> {
         Filtered {
             sql: head.to_owned(),
             args: Vec::new(),
+            filtered: head.contains(" WHERE "),
         }
     }
 
@@ -734,11 +737,8 @@ impl<'a> Filtered<'a> {
         value: Option<impl Into<Arg<'a>>>,
     ) -> Filtered<'a> {
         let Some(value) = value else { return self };
-        let joint = if self.sql.contains(" WHERE ") {
-            " AND "
-        } else {
-            " WHERE "
-        };
+        let joint = if self.filtered { " AND " } else { " WHERE " };
+        self.filtered = true;
         let (before, after) = condition.split_once('?').unwrap_or((condition, ""));
         self.args.push(value.into());
         self.sql.push_str(joint);
