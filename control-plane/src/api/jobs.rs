@@ -75,6 +75,8 @@ pub struct Job {
     pub created_at: String,
     /// RFC 3339, once finished.
     pub finished_at: Option<String>,
+    /// Inbound webhooks run at once (bulk inbound replay and release).
+    pub concurrency: Option<usize>,
 }
 
 /// What a job does, stored as its `kind` and its filter.
@@ -106,6 +108,14 @@ fn default_concurrency() -> usize {
 }
 
 impl Work {
+    fn concurrency(&self) -> Option<usize> {
+        match self {
+            Work::Deliveries { .. } => None,
+            Work::InboundReplay { concurrency, .. }
+            | Work::QuarantineRelease { concurrency, .. } => Some(*concurrency),
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Work::Deliveries { .. } => "replay",
@@ -157,6 +167,7 @@ fn view(r: &Resource) -> Result<Job, ApiError> {
         error: s.error,
         created_at: rfc3339(r.created_at),
         finished_at: s.finished_at.map(rfc3339),
+        concurrency: s.work.concurrency(),
     })
 }
 

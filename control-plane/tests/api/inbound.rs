@@ -822,6 +822,7 @@ async fn bulk_replay_and_release_run_as_jobs(app: TestApp) {
     )
     .await;
     assert_eq!(done["kind"], "inbound_replay");
+    assert_eq!(done["concurrency"], 64);
     assert_eq!(outcome(&done), ("succeeded", 3, 0), "{done}");
     wait_count(&rx, 5).await;
     let held = list(format!("status=quarantined&until={}", q(&after))).await;
@@ -839,6 +840,7 @@ async fn bulk_replay_and_release_run_as_jobs(app: TestApp) {
     )
     .await;
     assert_eq!(done["kind"], "quarantine_release");
+    assert_eq!(done["concurrency"], 1);
     let jobs = app.get("/v1/jobs", ADMIN).await.expect(200).json;
     assert_eq!(
         column(&jobs, "kind"),
