@@ -5,7 +5,7 @@ use super::auth::{Access, Area, Principal};
 use super::error::ApiError;
 use super::events::{delivery_view, Delivery};
 use super::extract::{time_field, time_param, AppJson, AppQuery, Page, PageParams};
-use super::jobs::{self, Job, Work};
+use super::jobs::{self, InboundWork, Job, Work};
 use super::AppState;
 use crate::ids::rfc3339;
 use crate::ingest::process::Run;
@@ -129,23 +129,25 @@ pub struct InboundSelection {
 }
 
 impl InboundSelection {
-    fn concurrency(&self) -> Result<usize, ApiError> {
-        match self.concurrency {
-            None => Ok(jobs::DEFAULT_CONCURRENCY),
-            Some(n @ 1..=64) => Ok(n as usize),
-            Some(_) => Err(ApiError::field("concurrency", "between 1 and 64")),
-        }
-    }
-
-    fn filter(self, who: &Principal, status: Option<String>) -> Result<InboundFilter, ApiError> {
+    /// What the bulk job covers (webhooks in `status`) and how many it runs at once.
+    fn work(self, who: &Principal, status: Option<String>) -> Result<InboundWork, ApiError> {
+        let concurrency = match self.concurrency {
+            None => jobs::DEFAULT_CONCURRENCY,
+            Some(n @ 1..=64) => n as usize,
+            Some(_) => return Err(ApiError::field("concurrency", "between 1 and 64")),
+        };
         let now = crate::ids::now_ms();
-        Ok(InboundFilter {
+        let inbound = InboundFilter {
             tenant_id: who.tenant_filter(self.tenant_id.as_deref())?,
             source_id: self.source_id,
             status,
             event_type: self.event_type,
             since: time_field("since", self.since.as_deref())?,
             until: Some(time_field("until", self.until.as_deref())?.map_or(now, |t| t.min(now))),
+        };
+        Ok(InboundWork {
+            inbound,
+            concurrency,
         })
     }
 }
@@ -350,19 +352,9 @@ async fn replay_many(
     who.require(Area::Events, Access::Write)?;
     let status = input.status.clone();
     check_status(status.as_deref()).map_err(|e| ApiError::field("status", e))?;
-    let concurrency = input.concurrency()?;
-    let filter = input.filter(&who, status)?;
-    let tenant = filter.tenant_id.clone();
-    jobs::start(
-        &state,
-        &who,
-        tenant,
-        Work::InboundReplay {
-            inbound: filter,
-            concurrency,
-        },
-    )
-    .await
+    let work = input.work(&who, status)?;
+    let tenant = work.inbound.tenant_id.clone();
+    jobs::start(&state, &who, tenant, Work::InboundReplay(work)).await
 }
 
 /// Release every quarantined webhook a filter selects, as `POST /v1/quarantine/{id}/release`
@@ -382,19 +374,9 @@ async fn release_many(
             "a release takes only `quarantined` webhooks",
         ));
     }
-    let concurrency = input.concurrency()?;
-    let filter = input.filter(&who, Some("quarantined".into()))?;
-    let tenant = filter.tenant_id.clone();
-    jobs::start(
-        &state,
-        &who,
-        tenant,
-        Work::QuarantineRelease {
-            inbound: filter,
-            concurrency,
-        },
-    )
-    .await
+    let work = input.work(&who, Some("quarantined".into()))?;
+    let tenant = work.inbound.tenant_id.clone();
+    jobs::start(&state, &who, tenant, Work::QuarantineRelease(work)).await
 }
 
 /// List quarantined inbound webhooks (payloads that failed their source's schema).

@@ -88,18 +88,18 @@ pub(super) enum Work {
     Deliveries { filter: ReplayFilter },
     /// Run inbound webhooks through their sources' current rules again.
     #[serde(rename = "inbound_replay")]
-    InboundReplay {
-        inbound: InboundFilter,
-        #[serde(default = "default_concurrency")]
-        concurrency: usize,
-    },
+    InboundReplay(InboundWork),
     /// Release quarantined inbound webhooks.
     #[serde(rename = "quarantine_release")]
-    QuarantineRelease {
-        inbound: InboundFilter,
-        #[serde(default = "default_concurrency")]
-        concurrency: usize,
-    },
+    QuarantineRelease(InboundWork),
+}
+
+/// Which inbound webhooks a bulk job runs again, and how many at once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct InboundWork {
+    pub(super) inbound: InboundFilter,
+    #[serde(default = "default_concurrency")]
+    pub(super) concurrency: usize,
 }
 
 /// Jobs stored before the setting existed.
@@ -111,16 +111,15 @@ impl Work {
     fn concurrency(&self) -> Option<usize> {
         match self {
             Work::Deliveries { .. } => None,
-            Work::InboundReplay { concurrency, .. }
-            | Work::QuarantineRelease { concurrency, .. } => Some(*concurrency),
+            Work::InboundReplay(w) | Work::QuarantineRelease(w) => Some(w.concurrency),
         }
     }
 
     fn kind(&self) -> &'static str {
         match self {
             Work::Deliveries { .. } => "replay",
-            Work::InboundReplay { .. } => "inbound_replay",
-            Work::QuarantineRelease { .. } => "quarantine_release",
+            Work::InboundReplay(_) => "inbound_replay",
+            Work::QuarantineRelease(_) => "quarantine_release",
         }
     }
 }
@@ -405,19 +404,11 @@ async fn run(state: AppState, mut job: Resource) {
                 Work::Deliveries { filter } => {
                     requeue_page(&state, filter, from, &mut progress).await
                 }
-                Work::InboundReplay {
-                    inbound,
-                    concurrency,
-                } => {
-                    let how = (Run::Replay, *concurrency);
-                    rerun_page(&state, inbound, how, from, &mut progress).await
+                Work::InboundReplay(w) => {
+                    rerun_page(&state, w, Run::Replay, from, &mut progress).await
                 }
-                Work::QuarantineRelease {
-                    inbound,
-                    concurrency,
-                } => {
-                    let how = (Run::Release, *concurrency);
-                    rerun_page(&state, inbound, how, from, &mut progress).await
+                Work::QuarantineRelease(w) => {
+                    rerun_page(&state, w, Run::Release, from, &mut progress).await
                 }
             }
             .map_err(ApiError::Unavailable)?;
@@ -487,13 +478,13 @@ async fn requeue_page(
 /// webhook at most once. A storage failure ends the job.
 async fn rerun_page(
     state: &AppState,
-    filter: &InboundFilter,
-    (how, concurrency): (Run, usize),
+    work: &InboundWork,
+    how: Run,
     (after, started): (Option<String>, i64),
     progress: &mut Progress,
 ) -> Result<Option<String>, String> {
     let q = InboundQuery {
-        filter: filter.clone(),
+        filter: work.inbound.clone(),
         after,
         limit: INBOUND_PAGE,
     };
@@ -512,7 +503,7 @@ async fn rerun_page(
         let ingest = state.ingest.clone();
         async move { ingest.rerun(&row, how).await }
     }))
-    .buffer_unordered(concurrency);
+    .buffer_unordered(work.concurrency);
     let mut failure = None;
     while let Some(outcome) = runs.next().await {
         match outcome {
