@@ -3,10 +3,9 @@
 //! sqlx drives each SQLite connection from a thread of its own, and every statement is a
 //! message to that thread and back: for a round of small inserts, most of the writer's time was
 //! those hops (profiled: 54 % of the control plane's CPU in the writer and sqlx's thread, and a
-//! fifth of all samples switching threads). Here the writer thread borrows the connection's
-//! handle (sqlx's `lock_handle`, which parks sqlx's thread) and runs the transaction itself
-//! through rusqlite. It writes the same rows with the same outcomes as PostgreSQL's
-//! `postgres_write`; the API tests run both.
+//! fifth of all samples switching threads). Here the writer thread runs the transaction itself
+//! through rusqlite, on a connection of its own (`SqliteStore::batch`). It writes the same rows
+//! with the same outcomes as PostgreSQL's `postgres_write`; the API tests run both.
 
 use super::{Completion, NewEvent, NewInbound, StoreError, Stored, Written};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -27,9 +26,8 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 /// One transaction: inbound events (duplicates dropped), events with their deliveries, attempt
-/// outcomes. Each statement is compiled when first needed and reused for the rest of the
-/// batch: compiling all ten up front cost about 3.5 % of the control plane's CPU on the routed
-/// path, and most (duplicates, retries, windows ending) are rarely needed.
+/// outcomes. Each statement is compiled when first needed and kept in the connection's cache
+/// for the batches after.
 pub(super) fn write_batch(
     db: &Connection,
     events: &[NewEvent],
@@ -37,7 +35,7 @@ pub(super) fn write_batch(
     done: &[Completion],
     now: i64,
 ) -> Result<Written, StoreError> {
-    db.execute_batch("BEGIN IMMEDIATE")?;
+    db.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     let result = (|| {
         let inbound_stored = insert_inbound(db, inbound, now)?;
         let mut suppressed: Vec<Option<&str>> = Vec::new();
@@ -56,10 +54,14 @@ pub(super) fn write_batch(
             inbound: inbound_stored,
         })
     })();
-    match result.and_then(|w| db.execute_batch("COMMIT").map(|()| w).map_err(Into::into)) {
+    let commit = |w| -> Result<Written, StoreError> {
+        db.prepare_cached("COMMIT")?.execute([])?;
+        Ok(w)
+    };
+    match result.and_then(commit) {
         Ok(w) => Ok(w),
         Err(e) => {
-            // Leave the connection as sqlx expects it: outside any transaction.
+            // The next batch begins its own transaction on this connection.
             if !db.is_autocommit() {
                 let _ = db.execute_batch("ROLLBACK");
             }
