@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,6 +48,31 @@ pub struct Metrics {
     pool: Family<PoolLabels, Gauge>,
     inbound: Family<InboundLabels, Counter>,
     retention_deleted: Family<KindLabels, Counter>,
+    arrivals: Gauge,
+    /// When the last webhook finished arriving, unix ms.
+    last_arrival: AtomicI64,
+    job_webhooks: Gauge,
+}
+
+/// One unit of a gauge for as long as it lives.
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// A webhook arriving at the ingest, until it is answered.
+pub struct Arriving<'a>(&'a Metrics);
+
+impl Drop for Arriving<'_> {
+    fn drop(&mut self) {
+        self.0.arrivals.dec();
+        self.0
+            .last_arrival
+            .store(crate::ids::now_ms(), Ordering::Relaxed);
+    }
 }
 
 impl Default for Metrics {
@@ -84,6 +110,18 @@ impl Default for Metrics {
             "Rows deleted past the retention: events (with their deliveries and attempts), inbound events and finished jobs",
             retention_deleted.clone(),
         );
+        let arrivals = Gauge::default();
+        registry.register(
+            "inbound_arrivals_in_flight",
+            "Webhooks the hub's ingest is accepting now (bulk jobs give way while there are any)",
+            arrivals.clone(),
+        );
+        let job_webhooks = Gauge::default();
+        registry.register(
+            "job_webhooks_in_flight",
+            "Webhooks bulk jobs are running through the hub now",
+            job_webhooks.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -91,6 +129,9 @@ impl Default for Metrics {
             pool,
             inbound,
             retention_deleted,
+            arrivals,
+            last_arrival: AtomicI64::new(0),
+            job_webhooks,
         }
     }
 }
@@ -104,6 +145,25 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    /// A webhook arriving at the ingest, until the guard drops.
+    pub fn arriving(&self) -> Arriving<'_> {
+        self.arrivals.inc();
+        Arriving(self)
+    }
+
+    /// Whether a webhook is arriving at the ingest now, or finished arriving less than
+    /// `within_ms` ago.
+    pub fn arrivals_within(&self, within_ms: i64) -> bool {
+        self.arrivals.get() > 0
+            || crate::ids::now_ms() - self.last_arrival.load(Ordering::Relaxed) < within_ms
+    }
+
+    /// A webhook a bulk job runs, until it is done.
+    pub fn job_webhook(&self) -> InFlight {
+        self.job_webhooks.inc();
+        InFlight(self.job_webhooks.clone())
     }
 
     /// Counts rows of a kind deleted past the retention.

@@ -123,8 +123,9 @@ pub struct InboundSelection {
     pub since: Option<String>,
     /// RFC 3339: received before.
     pub until: Option<String>,
-    /// Webhooks run at once, 1–64 (default 16). More finish sooner and cost less CPU each, but
-    /// take more of the store's writes from webhooks arriving meanwhile (docs/inbound.md).
+    /// Webhooks run at once while no webhook is arriving, 1–64 (default 64): more finish sooner
+    /// and cost less CPU each. While webhooks arrive, the job runs one at a time
+    /// (docs/inbound.md).
     pub concurrency: Option<u32>,
 }
 

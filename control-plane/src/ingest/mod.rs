@@ -281,6 +281,7 @@ impl Ingest {
 /// One webhook from Envoy. The request is taken apart here rather than by extractors, which
 /// clone the method, URI and every header.
 async fn receive(State(ingest): State<Arc<Ingest>>, request: Request) -> Response {
+    let _arriving = ingest.metrics.arriving();
     let (mut parts, body) = request.into_parts();
     let mut headers = std::mem::take(&mut parts.headers);
     let method = parts.method.as_str().to_owned();

@@ -1130,3 +1130,96 @@ async fn at_start_the_keeper_resumes_what_a_stopped_process_left(app: TestApp) {
         assert_eq!(status, "running");
     }
 }
+
+/// A gauge's value in `/metrics`.
+async fn gauge(app: &TestApp, name: &str) -> i64 {
+    let text = app.get("/metrics", ADMIN).await.expect(200).text;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+/// Starts a bulk replay of `source`'s webhooks, 16 at once; the finished job and the most
+/// webhooks the metrics showed it running at once.
+async fn replay_watched(app: &TestApp, source: &str) -> (Value, i64) {
+    let started = app
+        .post(
+            "/v1/inbound_events/replay",
+            ADMIN,
+            json!({"source_id": source, "concurrency": 16}),
+        )
+        .await
+        .expect(202)
+        .json;
+    let id = started["id"].as_str().expect("a job id");
+    let (start, mut most) = (Instant::now(), 0);
+    loop {
+        most = most.max(gauge(app, "hookmesh_job_webhooks_in_flight").await);
+        let j = app
+            .get(&format!("/v1/jobs/{id}"), ADMIN)
+            .await
+            .expect(200)
+            .json;
+        if j["status"] != "running" {
+            return (j, most);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the job never finished: {j}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bulk_jobs_give_way_to_webhooks_arriving() {
+    const STORED: u64 = 200;
+    let app = TestApp::sqlite().await;
+    let t = app.tenant("acme").await;
+    let src = hub_source(&app, &t, "orders", json!({})).await;
+    for n in 0..STORED {
+        let body = format!(r#"{{"n": {n}}}"#);
+        app.ingest(
+            "orders",
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        )
+        .await
+        .expect(200);
+    }
+
+    // A webhook still on its way in: the ingest is accepting it.
+    let (more, body) = futures::channel::mpsc::unbounded::<Result<bytes::Bytes, std::io::Error>>();
+    more.unbounded_send(Ok(bytes::Bytes::from_static(b"{\"n\": ")))
+        .unwrap();
+    let arriving = tokio::spawn(app.ingest_streamed("orders", axum::body::Body::from_stream(body)));
+    let start = Instant::now();
+    while gauge(&app, "hookmesh_inbound_arrivals_in_flight").await != 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the arrival never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Meanwhile a job of concurrency 16 runs one webhook at a time, and still finishes.
+    let (done, most) = replay_watched(&app, &src).await;
+    assert_eq!(outcome(&done), ("succeeded", STORED, 0), "{done}");
+    assert_eq!(
+        most, 1,
+        "the job ran {most} webhooks at once beside an arrival"
+    );
+
+    // The arrival was only waiting for its body: it is stored like any other.
+    more.unbounded_send(Ok(bytes::Bytes::from_static(b"200}")))
+        .unwrap();
+    drop(more);
+    let r = arriving.await.unwrap().expect(200);
+    assert_eq!(r.json["status"], "accepted", "{}", r.json);
+    assert_eq!(gauge(&app, "hookmesh_inbound_arrivals_in_flight").await, 0);
+
+    // Once nothing has arrived for a while (100 ms), the next job runs several at once.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (done, most) = replay_watched(&app, &src).await;
+    assert_eq!(outcome(&done), ("succeeded", STORED + 1, 0), "{done}");
+    assert!(most > 1, "an idle hub ran the job one webhook at a time");
+    assert_eq!(gauge(&app, "hookmesh_job_webhooks_in_flight").await, 0);
+}

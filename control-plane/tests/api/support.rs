@@ -39,6 +39,7 @@ pub struct Resp {
     pub status: StatusCode,
     pub headers: axum::http::HeaderMap,
     pub json: Value,
+    pub text: String,
 }
 
 impl Resp {
@@ -227,6 +228,24 @@ impl TestApp {
         self.ingest_raw(&all, body).await
     }
 
+    /// A JSON webhook to the ingest whose body is what `body` yields, answered once it ends; it
+    /// can be held on its way by not ending the body.
+    pub fn ingest_streamed(
+        &self,
+        source: &str,
+        body: Body,
+    ) -> impl std::future::Future<Output = Resp> + Send + 'static {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/hooks/in")
+            .header("x-hookmesh-ingest-token", self.state.keys.ingest_token())
+            .header("x-hookmesh-source", source)
+            .header("content-type", "application/json")
+            .body(body)
+            .unwrap();
+        Self::answer(self.state.ingest.service(), req)
+    }
+
     /// A request to the ingest exactly as given.
     pub async fn ingest_raw(&self, headers: &[(&str, &str)], body: &[u8]) -> Resp {
         let mut req = Request::builder()
@@ -253,6 +272,7 @@ impl TestApp {
             status,
             headers,
             json,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
         }
     }
 
