@@ -681,16 +681,20 @@ both!(
     a_resumed_bulk_replay_does_not_resend_what_its_runner_requeued_after_its_last_record
 );
 
+/// A job (as `POST` answered it) as `GET /v1/jobs/{id}` shows it now.
+pub(crate) async fn job_now(app: &TestApp, job: &Value) -> Value {
+    let id = job["id"].as_str().expect("a job id");
+    app.get(&format!("/v1/jobs/{id}"), ADMIN)
+        .await
+        .expect(200)
+        .json
+}
+
 /// A job (as `POST` answered it) once it has finished.
 pub(crate) async fn wait_job(app: &TestApp, job: &Value) -> Value {
-    let id = job["id"].as_str().expect("a job id");
     let start = Instant::now();
     loop {
-        let j = app
-            .get(&format!("/v1/jobs/{id}"), ADMIN)
-            .await
-            .expect(200)
-            .json;
+        let j = job_now(app, job).await;
         if j["status"] != "running" {
             return j;
         }

@@ -1,7 +1,7 @@
 //! The inbound hub: webhooks as Envoy forwards them to the ingest, real receivers behind.
 
 use crate::both;
-use crate::delivery::{endpoint, fast_breaker, wait_count, wait_job};
+use crate::delivery::{endpoint, fast_breaker, job_now, wait_count, wait_job};
 use crate::support::{TestApp, ADMIN};
 use hookmesh_e2e::Receiver;
 use serde_json::{json, Value};
@@ -1151,15 +1151,10 @@ async fn replay_watched(app: &TestApp, source: &str) -> (Value, i64) {
         .await
         .expect(202)
         .json;
-    let id = started["id"].as_str().expect("a job id");
     let (start, mut most) = (Instant::now(), 0);
     loop {
         most = most.max(gauge(app, "hookmesh_job_webhooks_in_flight").await);
-        let j = app
-            .get(&format!("/v1/jobs/{id}"), ADMIN)
-            .await
-            .expect(200)
-            .json;
+        let j = job_now(app, &started).await;
         if j["status"] != "running" {
             return (j, most);
         }
