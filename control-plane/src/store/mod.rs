@@ -431,6 +431,9 @@ pub enum StoreError {
     /// Migrations failed.
     #[error("migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A SQLite database that lives in memory only.
+    #[error("database URL `{0}` is an in-memory SQLite database, which loses every stored webhook and delivery when the process ends: give a file, e.g. sqlite://data/hookmesh.db")]
+    InMemory(String),
     /// A database URL of no supported kind.
     #[error("database URL `{0}` is neither postgres://… (or postgresql://…) nor sqlite://…")]
     UnsupportedUrl(String),

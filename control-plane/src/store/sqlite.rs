@@ -110,7 +110,6 @@ impl SqliteStore {
         // sqlx pings a connection before lending it out: for SQLite that is a round trip to
         // the connection's thread and back, which found nothing wrong with an in-process
         // database but cost the writer two thread switches per group commit.
-        let file = Arc::new(options.get_filename().to_owned());
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
@@ -121,6 +120,16 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(options)
             .await?;
+        // The file as SQLite resolved it, for the group commit's own connection. An in-memory
+        // database has none, and a second connection could not share it anyway.
+        let file: String =
+            sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                .fetch_one(&writer)
+                .await?;
+        if file.is_empty() {
+            return Err(StoreError::InMemory(url.to_owned()));
+        }
+        let file = Arc::new(PathBuf::from(file));
         Ok(SqliteStore {
             pool,
             writer,
@@ -139,3 +148,19 @@ sql_store!(
     "BEGIN IMMEDIATE",
     claim_sql!("")
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_in_memory_database_is_refused_with_the_reason() {
+        for url in ["sqlite::memory:", "sqlite://hooks?mode=memory"] {
+            let Err(e) = SqliteStore::connect(url).await else {
+                panic!("{url} was accepted");
+            };
+            assert!(matches!(e, StoreError::InMemory(_)), "{url}: {e}");
+            assert!(e.to_string().contains("give a file"), "{e}");
+        }
+    }
+}
