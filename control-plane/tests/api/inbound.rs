@@ -1139,6 +1139,30 @@ async fn gauge(app: &TestApp, name: &str) -> i64 {
         .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
+/// The rest of a held webhook's body.
+type Rest = futures::channel::mpsc::UnboundedSender<Result<bytes::Bytes, std::io::Error>>;
+
+/// A webhook to `source` still on its way in, its body half sent: the ingest is accepting it
+/// until the rest is sent and the sender dropped.
+async fn hold_arrival(
+    app: &TestApp,
+    source: &str,
+) -> (Rest, tokio::task::JoinHandle<crate::support::Resp>) {
+    let (more, body) = futures::channel::mpsc::unbounded();
+    more.unbounded_send(Ok(bytes::Bytes::from_static(b"{\"n\": ")))
+        .unwrap();
+    let arriving = tokio::spawn(app.ingest_streamed(source, axum::body::Body::from_stream(body)));
+    let start = Instant::now();
+    while gauge(app, "hookmesh_inbound_arrivals_in_flight").await != 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the arrival never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (more, arriving)
+}
+
 /// Starts a bulk replay of `source`'s webhooks, 16 at once; the finished job and the most
 /// webhooks the metrics showed it running at once.
 async fn replay_watched(app: &TestApp, source: &str) -> (Value, i64) {
@@ -1182,19 +1206,7 @@ async fn bulk_jobs_give_way_to_webhooks_arriving() {
         .expect(200);
     }
 
-    // A webhook still on its way in: the ingest is accepting it.
-    let (more, body) = futures::channel::mpsc::unbounded::<Result<bytes::Bytes, std::io::Error>>();
-    more.unbounded_send(Ok(bytes::Bytes::from_static(b"{\"n\": ")))
-        .unwrap();
-    let arriving = tokio::spawn(app.ingest_streamed("orders", axum::body::Body::from_stream(body)));
-    let start = Instant::now();
-    while gauge(&app, "hookmesh_inbound_arrivals_in_flight").await != 1 {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "the arrival never started"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let (more, arriving) = hold_arrival(&app, "orders").await;
     // Meanwhile a job of concurrency 16 runs one webhook at a time, and still finishes.
     let (done, most) = replay_watched(&app, &src).await;
     assert_eq!(outcome(&done), ("succeeded", STORED, 0), "{done}");

@@ -358,6 +358,54 @@ async fn bulk_replay(
     }
 }
 
+/// Arrivals measured while a delivery replay sends again everything the endpoint received.
+struct Resend {
+    requeued: u64,
+    during: Run,
+    resent_per_sec: f64,
+}
+
+/// Starts a delivery replay of the endpoint's succeeded deliveries, measures routed arrivals
+/// meanwhile, then waits until every requeued delivery has reached the receiver again.
+async fn resend_during_arrivals(
+    cp: &ControlPlane,
+    endpoint: &str,
+    target: (u16, u32, u32),
+    n: usize,
+    count: &AtomicU64,
+) -> Resend {
+    let before = count.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let job = cp.json(
+        "POST",
+        "/v1/deliveries/replay",
+        Some(&json!({"endpoint_id": endpoint, "status": "succeeded"})),
+        202,
+    );
+    let path = format!("/v1/jobs/{}", job["id"].as_str().expect("a job id"));
+    let during = measure(target, "/hub/in", n, "during-resend", count).await;
+    // Closed-loop clients: every arrival was accepted, and delivered soon after.
+    let resent = count
+        .load(Ordering::Relaxed)
+        .saturating_sub(before + n as u64);
+    let resent_per_sec = resent as f64 / start.elapsed().as_secs_f64();
+    let done = loop {
+        let j = cp.json("GET", &path, None, 200);
+        if j["status"] != "running" {
+            break j;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let requeued = done["requeued"].as_u64().expect("a count");
+    wait_counted(count, before + n as u64 + requeued, start).await;
+    Resend {
+        requeued,
+        during,
+        resent_per_sec,
+    }
+}
+
 /// `BENCH_RETENTION` (e.g. `5s`): the control plane's `--retention`, with duplicate windows of
 /// one second, so that the purge deletes webhooks, events, deliveries and attempts about as
 /// fast as they arrive: the steady state of a hub that has run for longer than its retention.
@@ -500,6 +548,7 @@ async fn main() {
     while cp.json("GET", &job, None, 200)["status"] == "running" {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let resend = resend_during_arrivals(&cp, &endpoint, target, n, &count).await;
     let rss = peak_rss_mib(cp.pid());
     let stored = cp.json("GET", "/v1/inbound_events?limit=1", None, 200);
     assert!(stored["data"].as_array().is_some_and(|d| !d.is_empty()));
@@ -542,6 +591,10 @@ async fn main() {
         if still_running { "" } else { "; the replay ended before the arrivals did" },
         hub.accepted_per_sec,
         hub.p99_ms
+    );
+    let replayed = format!(
+        "{replayed} Routed arrivals while a delivery replay (`POST /v1/deliveries/replay`, the endpoint's {} succeeded deliveries sent again) runs: {:.0} accepted/s, p50 {:.1} ms, p99 {:.1} ms; meanwhile about {:.0} deliveries/s were sent again (the receiver's count less the arrivals').",
+        resend.requeued, resend.during.accepted_per_sec, resend.during.p50_ms, resend.during.p99_ms, resend.resent_per_sec
     );
     println!("{replayed}");
     let retained = match retention() {
