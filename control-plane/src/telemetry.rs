@@ -54,24 +54,18 @@ pub struct Metrics {
     job_webhooks: Gauge,
 }
 
-/// One unit of a gauge for as long as it lives.
-pub struct InFlight(Gauge);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
+/// One unit of a gauge for as long as it lives; for an arrival, its end is noted too.
+pub struct InFlight<'a> {
+    gauge: &'a Gauge,
+    ended: Option<&'a AtomicI64>,
 }
 
-/// A webhook arriving at the ingest, until it is answered.
-pub struct Arriving<'a>(&'a Metrics);
-
-impl Drop for Arriving<'_> {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.arrivals.dec();
-        self.0
-            .last_arrival
-            .store(crate::ids::now_ms(), Ordering::Relaxed);
+        self.gauge.dec();
+        if let Some(ended) = self.ended {
+            ended.store(crate::ids::now_ms(), Ordering::Relaxed);
+        }
     }
 }
 
@@ -148,9 +142,12 @@ impl Metrics {
     }
 
     /// A webhook arriving at the ingest, until the guard drops.
-    pub fn arriving(&self) -> Arriving<'_> {
+    pub fn arriving(&self) -> InFlight<'_> {
         self.arrivals.inc();
-        Arriving(self)
+        InFlight {
+            gauge: &self.arrivals,
+            ended: Some(&self.last_arrival),
+        }
     }
 
     /// Whether a webhook is arriving at the ingest now, or finished arriving less than
@@ -161,9 +158,12 @@ impl Metrics {
     }
 
     /// A webhook a bulk job runs, until it is done.
-    pub fn job_webhook(&self) -> InFlight {
+    pub fn job_webhook(&self) -> InFlight<'_> {
         self.job_webhooks.inc();
-        InFlight(self.job_webhooks.clone())
+        InFlight {
+            gauge: &self.job_webhooks,
+            ended: None,
+        }
     }
 
     /// Counts rows of a kind deleted past the retention.

@@ -524,9 +524,9 @@ async fn rerun_page(
     loop {
         while runs.len() < room(work.concurrency, state.metrics.arrivals_within(QUIET_MS)) {
             let Some(row) = waiting.next() else { break };
-            let (ingest, running) = (state.ingest.clone(), state.metrics.job_webhook());
+            let running = state.metrics.job_webhook();
             runs.push(async move {
-                let outcome = ingest.rerun(&row, how).await;
+                let outcome = state.ingest.rerun(&row, how).await;
                 drop(running);
                 outcome
             });
