@@ -24,7 +24,12 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+/// Deliveries per page of a delivery replay.
 const PAGE: i64 = 500;
+/// Deliveries per page of a delivery replay while webhooks are arriving, and the pause after
+/// each such page: at most 320 requeued a second beside live traffic (see `requeue_page`).
+const LIVE_PAGE: i64 = 32;
+const LIVE_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 /// A running job whose runner has recorded nothing for this long is taken over.
 pub const LEASE_MS: i64 = 30_000;
 /// How often the keeper looks for such jobs.
@@ -446,15 +451,26 @@ async fn run(state: AppState, mut job: Resource) {
 /// more. Those in flight are skipped, and so are those changed since the job started
 /// (`started`, unix ms): attempted since, or requeued by this job before its runner stopped and
 /// it was resumed from an earlier cursor.
+///
+/// While webhooks are arriving (as for inbound jobs, [`QUIET_MS`]) the pages are small and
+/// paced, and so are the resends that follow them: requeued as fast as the store allows, tens
+/// of thousands of resends a minute took the CPU that the arrivals' accept path needs, and
+/// routed arrivals fell to half their rate. Providers wait for the hub's answer; the
+/// deliveries being replayed can wait.
 async fn requeue_page(
     state: &AppState,
     filter: &ReplayFilter,
     (after, started): (Option<String>, i64),
     progress: &mut Progress,
 ) -> Result<Option<String>, String> {
+    let live = state.metrics.arrivals_within(QUIET_MS);
     let ids = state
         .store
-        .find_deliveries(filter, after.as_deref(), PAGE)
+        .find_deliveries(
+            filter,
+            after.as_deref(),
+            if live { LIVE_PAGE } else { PAGE },
+        )
         .await
         .map_err(|e| e.to_string())?;
     let Some(last) = ids.last().cloned() else {
@@ -468,6 +484,9 @@ async fn requeue_page(
     progress.requeued += requeued;
     progress.skipped += ids.len() as u64 - requeued;
     state.delivery.wake();
+    if live {
+        tokio::time::sleep(LIVE_PAUSE).await;
+    }
     Ok(Some(last))
 }
 

@@ -1123,7 +1123,7 @@ fn numbers(rx: &Receiver) -> Vec<i64> {
         .collect()
 }
 
-async fn publish_numbered(app: &TestApp, tenant: &str, event_type: &str, n: usize) {
+pub(crate) async fn publish_numbered(app: &TestApp, tenant: &str, event_type: &str, n: usize) {
     for i in 0..n {
         app.post(
             "/v1/events",
