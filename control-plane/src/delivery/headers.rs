@@ -47,19 +47,29 @@ pub(crate) fn is_secret(name: &str) -> bool {
             .any(|s| contains(s))
 }
 
+/// Copies the runs between escapes whole: header values rarely need any, and this runs for
+/// every header of every attempt. Only ASCII bytes are escaped, so each run ends on a char
+/// boundary.
 fn json_string(out: &mut String, s: &str) {
     use std::fmt::Write;
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    let mut run = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escaped = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[run..i]);
+        if escaped.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escaped);
         }
+        run = i + 1;
     }
+    out.push_str(&s[run..]);
     out.push('"');
 }
 
@@ -86,5 +96,20 @@ mod tests {
         let plain: serde_json::Value =
             serde_json::from_str(&to_json(h.iter().copied(), false)).unwrap();
         assert_eq!(plain["Authorization"], "Bearer x");
+    }
+
+    #[test]
+    fn any_text_survives_the_round_trip() {
+        for value in [
+            "",
+            "plain",
+            "caf\u{e9} \u{2713} \u{1f600}",
+            "\u{0}\u{1f}\t\r\n\"\\\u{7f}",
+            "\u{e9}\"\u{e9}\\\u{e9}\u{1}\u{e9}",
+        ] {
+            let json = to_json([("h", value)].into_iter(), false);
+            let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(back["h"], value, "{json}");
+        }
     }
 }
