@@ -49,12 +49,13 @@ pub struct Metrics {
     inbound: Family<InboundLabels, Counter>,
     retention_deleted: Family<KindLabels, Counter>,
     arrivals: Gauge,
-    /// When the last webhook finished arriving, unix ms.
-    last_arrival: AtomicI64,
+    publishes: Gauge,
+    /// When the last webhook finished arriving or the last publish was answered, unix ms.
+    last_live: AtomicI64,
     job_webhooks: Gauge,
 }
 
-/// One unit of a gauge for as long as it lives; for an arrival, its end is noted too.
+/// One unit of a gauge for as long as it lives; for live traffic, its end is noted too.
 pub struct InFlight<'a> {
     gauge: &'a Gauge,
     ended: Option<&'a AtomicI64>,
@@ -110,6 +111,12 @@ impl Default for Metrics {
             "Webhooks the hub's ingest is accepting now (bulk jobs give way while there are any)",
             arrivals.clone(),
         );
+        let publishes = Gauge::default();
+        registry.register(
+            "api_publishes_in_flight",
+            "Publish requests (POST /v1/events, /v1/events/batch) being stored now (bulk jobs give way while there are any)",
+            publishes.clone(),
+        );
         let job_webhooks = Gauge::default();
         registry.register(
             "job_webhooks_in_flight",
@@ -124,7 +131,8 @@ impl Default for Metrics {
             inbound,
             retention_deleted,
             arrivals,
-            last_arrival: AtomicI64::new(0),
+            publishes,
+            last_live: AtomicI64::new(0),
             job_webhooks,
         }
     }
@@ -146,15 +154,25 @@ impl Metrics {
         self.arrivals.inc();
         InFlight {
             gauge: &self.arrivals,
-            ended: Some(&self.last_arrival),
+            ended: Some(&self.last_live),
         }
     }
 
-    /// Whether a webhook is arriving at the ingest now, or finished arriving less than
-    /// `within_ms` ago.
-    pub fn arrivals_within(&self, within_ms: i64) -> bool {
+    /// A publish request through the API, until the guard drops.
+    pub fn publishing(&self) -> InFlight<'_> {
+        self.publishes.inc();
+        InFlight {
+            gauge: &self.publishes,
+            ended: Some(&self.last_live),
+        }
+    }
+
+    /// Whether live traffic (a webhook arriving at the ingest, a publish through the API) is
+    /// in flight now, or ended less than `within_ms` ago. Bulk jobs give way to it.
+    pub fn live_within(&self, within_ms: i64) -> bool {
         self.arrivals.get() > 0
-            || crate::ids::now_ms() - self.last_arrival.load(Ordering::Relaxed) < within_ms
+            || self.publishes.get() > 0
+            || crate::ids::now_ms() - self.last_live.load(Ordering::Relaxed) < within_ms
     }
 
     /// A webhook a bulk job runs, until it is done.

@@ -302,6 +302,8 @@ async fn publish(
     AppJson(input): AppJson<EventInput>,
 ) -> Result<(StatusCode, AppJson<PublishResult>), ApiError> {
     who.require(Area::Events, Access::Write)?;
+    // Bulk jobs give way while publishes come in (api/jobs.rs).
+    let _live = state.metrics.publishing();
     let req = prepare(&state, &who, input, "")
         .await
         .map_err(ApiError::Validation)?;
@@ -329,6 +331,8 @@ async fn publish_batch(
     AppJson(input): AppJson<BatchInput>,
 ) -> Result<(StatusCode, AppJson<BatchResult>), ApiError> {
     who.require(Area::Events, Access::Write)?;
+    // Bulk jobs give way while publishes come in (api/jobs.rs).
+    let _live = state.metrics.publishing();
     if input.events.is_empty() || input.events.len() > MAX_BATCH {
         return Err(ApiError::field("events", "1 to 1000 events"));
     }

@@ -26,7 +26,7 @@ use utoipa_axum::routes;
 
 /// Deliveries per page of a delivery replay.
 const PAGE: i64 = 500;
-/// Deliveries per page of a delivery replay while webhooks are arriving, and the pause after
+/// Deliveries per page of a delivery replay beside live traffic, and the pause after
 /// each such page: at most 320 requeued a second beside live traffic (see `requeue_page`).
 const LIVE_PAGE: i64 = 32;
 const LIVE_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
@@ -38,7 +38,7 @@ const KEEPER_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 const INBOUND_PAGE: i64 = 256;
 /// Webhooks run at once unless the request says otherwise: their writes share group commits, and
 /// at 64 a replay on a quiet hub ran about a fifth faster than at 16, at less CPU per webhook.
-/// Webhooks arriving meanwhile are not slowed by it: the job gives way to them (`room`).
+/// Live traffic meanwhile is not slowed by it: the job gives way to it (`room`).
 pub(super) const DEFAULT_CONCURRENCY: usize = 64;
 
 /// Which deliveries to attempt again.
@@ -452,10 +452,10 @@ async fn run(state: AppState, mut job: Resource) {
 /// (`started`, unix ms): attempted since, or requeued by this job before its runner stopped and
 /// it was resumed from an earlier cursor.
 ///
-/// While webhooks are arriving (as for inbound jobs, [`QUIET_MS`]) the pages are small and
-/// paced, and so are the resends that follow them: requeued as fast as the store allows, tens
-/// of thousands of resends a minute took the CPU that the arrivals' accept path needs, and
-/// routed arrivals fell to half their rate. Providers wait for the hub's answer; the
+/// Beside live traffic (as for inbound jobs, [`QUIET_MS`]) the pages are small and paced, and
+/// so are the resends that follow them: requeued as fast as the store allows, tens of
+/// thousands of resends a minute took the CPU that accepting webhooks and publishes needs, and
+/// routed arrivals fell to half their rate. Providers and publishers wait for the answer; the
 /// deliveries being replayed can wait.
 async fn requeue_page(
     state: &AppState,
@@ -463,7 +463,7 @@ async fn requeue_page(
     (after, started): (Option<String>, i64),
     progress: &mut Progress,
 ) -> Result<Option<String>, String> {
-    let live = state.metrics.arrivals_within(QUIET_MS);
+    let live = state.metrics.live_within(QUIET_MS);
     let ids = state
         .store
         .find_deliveries(
@@ -490,10 +490,10 @@ async fn requeue_page(
     Ok(Some(last))
 }
 
-/// How many webhooks a job may have running: its concurrency while the ingest is quiet, one
-/// while webhooks are arriving (`live`: in this process, now or in the last [`QUIET_MS`]). Live
-/// arrivals are what providers wait on and time out on; a job's webhooks are stored already and
-/// can wait. With one at a time the job still moves on, so steady traffic slows it down but never
+/// How many webhooks a job may have running: its concurrency while this process is quiet, one
+/// beside live traffic (`live`: a webhook arriving at the ingest or a publish through the API,
+/// now or in the last [`QUIET_MS`]). Providers and publishers wait on that traffic and time out
+/// on it; a job's webhooks are stored already and can wait. With one at a time the job still moves on, so steady traffic slows it down but never
 /// stops it. It is asked again each time one of the job's webhooks is done.
 fn room(concurrency: usize, live: bool) -> usize {
     if live {
@@ -503,7 +503,7 @@ fn room(concurrency: usize, live: bool) -> usize {
     }
 }
 
-/// How long the ingest must have had no webhook arriving before a job takes its full concurrency.
+/// How long live traffic must have been quiet before a job takes its full concurrency.
 /// Looking only at the arrivals in flight, a job saw none in the instants between a group commit
 /// answering every waiting webhook and the next ones coming in, and started its whole
 /// concurrency at once in the middle of steady traffic.
@@ -541,7 +541,7 @@ async fn rerun_page(
     let mut runs = FuturesUnordered::new();
     let mut failure = None;
     loop {
-        while runs.len() < room(work.concurrency, state.metrics.arrivals_within(QUIET_MS)) {
+        while runs.len() < room(work.concurrency, state.metrics.live_within(QUIET_MS)) {
             let Some(row) = waiting.next() else { break };
             let running = state.metrics.job_webhook();
             runs.push(async move {

@@ -6,6 +6,7 @@ use hookmesh_e2e::Receiver;
 use hookmesh_filter::config::{Secret, VerifyConfig};
 use hookmesh_filter::{Headers, SchemeName, SignedRequest, Verifier};
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 both!(
@@ -1123,7 +1124,7 @@ fn numbers(rx: &Receiver) -> Vec<i64> {
         .collect()
 }
 
-pub(crate) async fn publish_numbered(app: &TestApp, tenant: &str, event_type: &str, n: usize) {
+async fn publish_numbered(app: &TestApp, tenant: &str, event_type: &str, n: usize) {
     for i in 0..n {
         app.post(
             "/v1/events",
@@ -1561,4 +1562,101 @@ async fn changes_on_one_replica_reach_the_others_as_they_commit() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// How many deliveries the pacing tests replay.
+pub(crate) const REPLAYED: usize = 200;
+
+/// An endpoint of `tenant` on a new receiver that has received [`REPLAYED`] events of type
+/// `work`, each outcome recorded.
+pub(crate) async fn delivered_endpoint(app: &TestApp, tenant: &str) -> (String, Receiver) {
+    let rx = Receiver::start();
+    let ep = endpoint(
+        app,
+        tenant,
+        json!({"url": rx.url("/in"), "event_types": ["work"]}),
+    )
+    .await;
+    publish_numbered(app, tenant, "work", REPLAYED).await;
+    wait_count(&rx, REPLAYED).await;
+    // The receiver counts a request before its outcome is recorded: wait for every outcome.
+    let start = Instant::now();
+    let path = format!("/v1/deliveries?limit=1000&status=succeeded&endpoint_id={ep}");
+    while app.get(&path, ADMIN).await.json["data"]
+        .as_array()
+        .map_or(0, Vec::len)
+        < REPLAYED
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "outcomes never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (ep, rx)
+}
+
+/// Starts a replay of every delivery `ep` received and watches it for 500 ms beside live
+/// traffic: pages of 32, one per 100 ms at most, and still moving on. Returns the job.
+pub(crate) async fn replay_paced(app: &TestApp, ep: &str) -> Value {
+    let job = app
+        .post(
+            "/v1/deliveries/replay",
+            ADMIN,
+            json!({"endpoint_id": ep, "status": "succeeded"}),
+        )
+        .await
+        .expect(202)
+        .json;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(500) {
+        let j = job_now(app, &job).await;
+        let requeued = j["requeued"].as_u64().expect("a count");
+        let pages = start.elapsed().as_millis() as u64 / 100 + 1;
+        assert!(
+            requeued <= 32 * pages,
+            "{requeued} requeued in {:?} beside live traffic",
+            start.elapsed()
+        );
+        assert_eq!(j["status"], "running", "{j}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        job_now(app, &job).await["requeued"].as_u64() > Some(0),
+        "the job stood still"
+    );
+    job
+}
+
+#[tokio::test]
+async fn a_delivery_replay_paces_itself_while_events_are_published() {
+    let app = TestApp::sqlite().await;
+    let t = app.tenant("acme").await;
+    let (ep, rx) = delivered_endpoint(&app, &t).await;
+
+    // Events no endpoint subscribes to, published until the replay has been watched.
+    let other = || json!({"tenant_id": t, "event_type": "other", "payload": {}});
+    app.post("/v1/events", ADMIN, other()).await.expect(202);
+    let watched = AtomicBool::new(false);
+    let publishing = async {
+        while !watched.load(Ordering::Relaxed) {
+            app.post("/v1/events", ADMIN, other()).await.expect(202);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let watching = async {
+        let job = replay_paced(&app, &ep).await;
+        watched.store(true, Ordering::Relaxed);
+        job
+    };
+    let ((), job) = tokio::join!(publishing, watching);
+
+    // Once publishing stops the rest goes in full pages; nothing is left out.
+    let done = wait_job(&app, &job).await;
+    assert_eq!(
+        (done["status"].as_str(), done["requeued"].as_u64()),
+        (Some("succeeded"), Some(REPLAYED as u64)),
+        "{done}"
+    );
+    wait_count(&rx, 2 * REPLAYED).await;
 }

@@ -1,7 +1,10 @@
 //! The inbound hub: webhooks as Envoy forwards them to the ingest, real receivers behind.
 
 use crate::both;
-use crate::delivery::{endpoint, fast_breaker, job_now, publish_numbered, wait_count, wait_job};
+use crate::delivery::{
+    delivered_endpoint, endpoint, fast_breaker, job_now, replay_paced, wait_count, wait_job,
+    REPLAYED,
+};
 use crate::support::{TestApp, ADMIN};
 use hookmesh_e2e::Receiver;
 use serde_json::{json, Value};
@@ -1241,69 +1244,18 @@ async fn bulk_jobs_give_way_to_webhooks_arriving() {
 
 #[tokio::test]
 async fn a_delivery_replay_paces_itself_while_webhooks_arrive() {
-    const SENT: usize = 200;
     let app = TestApp::sqlite().await;
     let t = app.tenant("acme").await;
     hub_source(&app, &t, "orders", json!({})).await;
-    let rx = Receiver::start();
-    let ep = endpoint(
-        &app,
-        &t,
-        json!({"url": rx.url("/in"), "event_types": ["work"]}),
-    )
-    .await;
-    publish_numbered(&app, &t, "work", SENT).await;
-    wait_count(&rx, SENT).await;
-    // The receiver counts a request before its outcome is recorded: wait for every outcome.
-    let start = Instant::now();
-    while app
-        .get("/v1/deliveries?limit=1000&status=succeeded", ADMIN)
-        .await
-        .json["data"]
-        .as_array()
-        .map_or(0, Vec::len)
-        < SENT
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "outcomes never recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (ep, rx) = delivered_endpoint(&app, &t).await;
 
     let (more, arriving) = hold_arrival(&app, "orders").await;
-    let job = app
-        .post(
-            "/v1/deliveries/replay",
-            ADMIN,
-            json!({"endpoint_id": ep, "status": "succeeded"}),
-        )
-        .await
-        .expect(202)
-        .json;
-    // Beside the arrival: pages of 32, one per 100 ms at most.
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(500) {
-        let j = job_now(&app, &job).await;
-        let requeued = j["requeued"].as_u64().expect("a count");
-        let pages = start.elapsed().as_millis() as u64 / 100 + 1;
-        assert!(
-            requeued <= 32 * pages,
-            "{requeued} requeued in {:?} beside an arrival",
-            start.elapsed()
-        );
-        assert_eq!(j["status"], "running", "{j}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(
-        job_now(&app, &job).await["requeued"].as_u64() > Some(0),
-        "the job stood still"
-    );
+    let job = replay_paced(&app, &ep).await;
 
     // Once the ingest is quiet the rest goes in full pages; nothing is left out.
     drop(more);
     arriving.await.unwrap();
     let done = wait_job(&app, &job).await;
-    assert_eq!(outcome(&done), ("succeeded", SENT as u64, 0), "{done}");
-    wait_count(&rx, 2 * SENT).await;
+    assert_eq!(outcome(&done), ("succeeded", REPLAYED as u64, 0), "{done}");
+    wait_count(&rx, 2 * REPLAYED).await;
 }

@@ -57,6 +57,9 @@ struct Result {
     events: usize,
     secs: f64,
     publish_secs: f64,
+    /// Publishing the same number again while a delivery replay resends everything.
+    beside_replay_secs: f64,
+    resent_per_sec: f64,
     rss_mib: f64,
 }
 
@@ -86,6 +89,44 @@ async fn run(
     for i in 0..endpoints {
         cp.json("POST", "/v1/endpoints", Some(&json!({"tenant_id": tenant, "url": format!("http://127.0.0.1:{port}/e{i}"), "event_types": ["bench.*"]})), 201);
     }
+    let start = Instant::now();
+    let publish_secs = publish_all(&cp, &tenant, "bench.created", events).await;
+    let target = (events * endpoints) as u64;
+    let secs = wait_counted(&count, target, start).await;
+    // What a resend of everything costs live publishing: the same publishing again, to the
+    // same number of endpoints on a second receiver, while `POST /v1/deliveries/replay` sends
+    // every delivery so far again to the first.
+    let (fresh_port, _) = counting_receiver().await;
+    for i in 0..endpoints {
+        cp.json("POST", "/v1/endpoints", Some(&json!({"tenant_id": tenant, "url": format!("http://127.0.0.1:{fresh_port}/f{i}"), "event_types": ["fresh.*"]})), 201);
+    }
+    let before = count.load(Ordering::Relaxed);
+    let start = Instant::now();
+    cp.json(
+        "POST",
+        "/v1/deliveries/replay",
+        Some(&json!({"tenant_id": tenant, "status": "succeeded"})),
+        202,
+    );
+    let beside_replay_secs = publish_all(&cp, &tenant, "fresh.created", events).await;
+    let resent_per_sec =
+        (count.load(Ordering::Relaxed) - before) as f64 / start.elapsed().as_secs_f64();
+    let rss_mib = peak_rss_mib(cp.pid());
+    Result {
+        backend,
+        endpoints,
+        concurrency,
+        events,
+        secs,
+        publish_secs,
+        beside_replay_secs,
+        resent_per_sec,
+        rss_mib,
+    }
+}
+
+/// Publishes `events` events of `event_type` with [`CLIENTS`] keep-alive clients; seconds.
+async fn publish_all(cp: &ControlPlane, tenant: &str, event_type: &str, events: usize) -> f64 {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CLIENTS)
         .build()
@@ -97,13 +138,14 @@ async fn run(
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
-        let (client, url, auth, next, tenant, pad) = (
+        let (client, url, auth, next, tenant, pad, event_type) = (
             client.clone(),
             url.clone(),
             auth.clone(),
             next.clone(),
-            tenant.clone(),
+            tenant.to_owned(),
             pad.clone(),
+            event_type.to_owned(),
         );
         tasks.push(tokio::spawn(async move {
             loop {
@@ -111,7 +153,7 @@ async fn run(
                 if i >= events as u64 {
                     return;
                 }
-                let body = json!({"tenant_id": tenant, "event_type": "bench.created", "payload": {"id": i, "customer": "cus_0123456789", "amount": 1200, "currency": "eur", "note": pad}}).to_string();
+                let body = json!({"tenant_id": tenant, "event_type": event_type, "payload": {"id": i, "customer": "cus_0123456789", "amount": 1200, "currency": "eur", "note": pad}}).to_string();
                 let resp = client.post(&url).header("authorization", &auth).header("content-type", "application/json").body(body).send().await.expect("publish");
                 assert_eq!(resp.status().as_u16(), 202, "publish refused");
             }
@@ -120,19 +162,7 @@ async fn run(
     for t in tasks {
         t.await.expect("client task");
     }
-    let publish_secs = start.elapsed().as_secs_f64();
-    let target = (events * endpoints) as u64;
-    let secs = wait_counted(&count, target, start).await;
-    let rss_mib = peak_rss_mib(cp.pid());
-    Result {
-        backend,
-        endpoints,
-        concurrency,
-        events,
-        secs,
-        publish_secs,
-        rss_mib,
-    }
+    start.elapsed().as_secs_f64()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -180,11 +210,13 @@ async fn main() {
             });
             let r = run(backend, url, endpoints, concurrency, events).await;
             println!(
-                "{backend}, {endpoints} endpoint(s), at most {concurrency} in flight: {:.0} events/s, {:.0} deliveries/s end to end ({:.2} s; publishing alone {:.0} events/s); peak RSS {:.1} MiB",
+                "{backend}, {endpoints} endpoint(s), at most {concurrency} in flight: {:.0} events/s, {:.0} deliveries/s end to end ({:.2} s; publishing alone {:.0} events/s; publishing beside a delivery replay {:.0} events/s, {:.0} deliveries/s resent meanwhile); peak RSS {:.1} MiB",
                 r.events as f64 / r.secs,
                 (r.events * r.endpoints) as f64 / r.secs,
                 r.secs,
                 r.events as f64 / r.publish_secs,
+                r.events as f64 / r.beside_replay_secs,
+                r.resent_per_sec,
                 r.rss_mib
             );
             results.push(r);
@@ -194,7 +226,7 @@ async fn main() {
     let mut rows = String::new();
     for r in &results {
         rows.push_str(&format!(
-            "| {} | {} | {}{} | {:.0} | {:.0} | {:.0} | {:.1} MiB |\n",
+            "| {} | {} | {}{} | {:.0} | {:.0} | {:.0} | {:.0} ({:.0}) | {:.1} MiB |\n",
             r.backend,
             r.endpoints,
             r.concurrency,
@@ -206,6 +238,8 @@ async fn main() {
             r.events as f64 / r.secs,
             (r.events * r.endpoints) as f64 / r.secs,
             r.events as f64 / r.publish_secs,
+            r.events as f64 / r.beside_replay_secs,
+            r.resent_per_sec,
             r.rss_mib
         ));
     }
@@ -216,7 +250,9 @@ async fn main() {
          {CLIENTS} concurrent keep-alive clients; each delivered (signed, over pooled HTTP/1.1) to 1 or 5 endpoints on a counting\n\
          receiver on loopback. Time from the first publish to the last delivery. Measured {date} on {} cores ({cpu}), load\n\
          generator, receiver and server on the same machine.\n\n\
-         | store | endpoints | `--delivery-concurrency` (the adaptive limit's bound) | events/s end to end | deliveries/s | publish only, events/s | peak RSS |\n|---|---|---|---|---|---|---|\n{rows}\n\
+         | store | endpoints | `--delivery-concurrency` (the adaptive limit's bound) | events/s end to end | deliveries/s | publish only, events/s | publish beside a delivery replay, events/s (deliveries resent/s) | peak RSS |\n|---|---|---|---|---|---|---|---|\n{rows}\n\
+         Beside a delivery replay: the same publishing again, to as many endpoints on a second receiver, while\n\
+         `POST /v1/deliveries/replay` sends again every delivery of the first run (the job gives way to live traffic).\n\n\
          Floor, side by side: a bare pooled reqwest client with 256 requests in flight and nothing stored drives the same\n\
          receiver at {floor:.0} requests/s.\n\n\
          Targets (10× Svix measured here): ≥ 11,600 events/s to one endpoint, ≥ 29,500 deliveries/s fanned out ×5 on SQLite, RSS ≤ 40 MiB.\n\
