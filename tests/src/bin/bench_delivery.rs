@@ -93,6 +93,8 @@ async fn run(
     let publish_secs = publish_all(&cp, &tenant, "bench.created", events).await;
     let target = (events * endpoints) as u64;
     let secs = wait_counted(&count, target, start).await;
+    // The high-water mark of the publishing and delivering alone, before the replay below.
+    let rss_mib = peak_rss_mib(cp.pid());
     // What a resend of everything costs live publishing: the same publishing again, to the
     // same number of endpoints on a second receiver, while `POST /v1/deliveries/replay` sends
     // every delivery so far again to the first.
@@ -111,7 +113,6 @@ async fn run(
     let beside_replay_secs = publish_all(&cp, &tenant, "fresh.created", events).await;
     let resent_per_sec =
         (count.load(Ordering::Relaxed) - before) as f64 / start.elapsed().as_secs_f64();
-    let rss_mib = peak_rss_mib(cp.pid());
     Result {
         backend,
         endpoints,
