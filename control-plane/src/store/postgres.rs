@@ -89,6 +89,24 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    async fn claim_backend(
+        &self,
+        claim: &'static str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        let rows = sqlx::query(claim)
+            .bind(lease_until)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.writer)
+            .await?;
+        rows.iter().map(Self::delivery).collect()
+    }
+}
+
 // Several replicas claim concurrently: SKIP LOCKED hands each its own rows without waiting.
 sql_store!(
     PgStore,

@@ -399,8 +399,7 @@ macro_rules! sql_store {
             }
 
             async fn claim_deliveries(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<DeliveryRow>, StoreError> {
-                let rows = sqlx::query($claim).bind(lease_until).bind(now).bind(limit).fetch_all(&self.writer).await?;
-                rows.iter().map(Self::delivery).collect()
+                self.claim_backend($claim, now, lease_until, limit).await
             }
 
             async fn release_leases(&self, now: i64) -> Result<u64, StoreError> {

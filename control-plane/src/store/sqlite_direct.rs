@@ -1,4 +1,4 @@
-//! SQLite's group commit, run on the calling thread.
+//! SQLite's group commit and the delivery engine's claims, run on the calling thread.
 //!
 //! sqlx drives each SQLite connection from a thread of its own, and every statement is a
 //! message to that thread and back: for a round of small inserts, most of the writer's time was
@@ -7,7 +7,7 @@
 //! through rusqlite, on a connection of its own (`SqliteStore::batch`). It writes the same rows
 //! with the same outcomes as PostgreSQL's `postgres_write`; the API tests run both.
 
-use super::{Completion, NewEvent, NewInbound, StoreError, Stored, Written};
+use super::{Completion, DeliveryRow, NewEvent, NewInbound, StoreError, Stored, Written};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 
@@ -68,6 +68,36 @@ pub(super) fn write_batch(
             Err(e)
         }
     }
+}
+
+/// Leases due deliveries with `claim` (one `UPDATE … RETURNING *`, its own transaction):
+/// `$1` the lease's end, `$2` now, `$3` the most to lease.
+pub(super) fn claim(
+    db: &Connection,
+    claim: &str,
+    now: i64,
+    lease_until: i64,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, StoreError> {
+    let mut stmt = db.prepare_cached(claim)?;
+    let rows = stmt.query_map(
+        rusqlite::named_params! {"$1": lease_until, "$2": now, "$3": limit},
+        |row| {
+            Ok(DeliveryRow {
+                id: row.get("id")?,
+                event_id: row.get("event_id")?,
+                endpoint_id: row.get("endpoint_id")?,
+                tenant_id: row.get("tenant_id")?,
+                status: row.get("status")?,
+                attempts: row.get("attempts")?,
+                next_attempt_at: row.get("next_attempt_at")?,
+                last_error: row.get("last_error")?,
+                created_at: row.get("created_at")?,
+                updated_at: row.get("updated_at")?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 const INSERT_INBOUND: &str = "INSERT INTO inbound_events (id, tenant_id, source_id, source_name, status, dedup_key, method, path, query, headers, body, client_ip, received_at, event_type, result, routing, error, duplicates, updated_at, dedup_until) \

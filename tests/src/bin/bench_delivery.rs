@@ -60,6 +60,10 @@ struct Result {
     /// Publishing the same number again while a delivery replay resends everything.
     beside_replay_secs: f64,
     resent_per_sec: f64,
+    /// The replay's own pace once the publishing has stopped.
+    replay_alone_per_sec: f64,
+    /// The control plane's CPU µs per delivery resent alone.
+    replay_alone_cpu_us: f64,
     rss_mib: f64,
 }
 
@@ -104,7 +108,7 @@ async fn run(
     }
     let before = count.load(Ordering::Relaxed);
     let start = Instant::now();
-    cp.json(
+    let job = cp.json(
         "POST",
         "/v1/deliveries/replay",
         Some(&json!({"tenant_id": tenant, "status": "succeeded"})),
@@ -113,6 +117,25 @@ async fn run(
     let beside_replay_secs = publish_all(&cp, &tenant, "fresh.created", events).await;
     let resent_per_sec =
         (count.load(Ordering::Relaxed) - before) as f64 / start.elapsed().as_secs_f64();
+    // Then the rest of the resend alone: the delivery engine's claim path, from the store.
+    let (resent, alone, cpu) = (
+        count.load(Ordering::Relaxed),
+        Instant::now(),
+        cpu_secs(cp.pid()),
+    );
+    let job = format!("/v1/jobs/{}", job["id"].as_str().expect("a job id"));
+    let requeued = loop {
+        let j = cp.json("GET", &job, None, 200);
+        if j["status"] != "running" {
+            assert_eq!(j["status"], "succeeded", "{j}");
+            break j["requeued"].as_u64().expect("a count");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let alone_secs = wait_counted(&count, before + requeued, alone).await;
+    let resent_alone = (before + requeued).saturating_sub(resent).max(1) as f64;
+    let replay_alone_per_sec = resent_alone / alone_secs;
+    let replay_alone_cpu_us = (cpu_secs(cp.pid()) - cpu) * 1e6 / resent_alone;
     Result {
         backend,
         endpoints,
@@ -122,6 +145,8 @@ async fn run(
         publish_secs,
         beside_replay_secs,
         resent_per_sec,
+        replay_alone_per_sec,
+        replay_alone_cpu_us,
         rss_mib,
     }
 }
@@ -211,13 +236,15 @@ async fn main() {
             });
             let r = run(backend, url, endpoints, concurrency, events).await;
             println!(
-                "{backend}, {endpoints} endpoint(s), at most {concurrency} in flight: {:.0} events/s, {:.0} deliveries/s end to end ({:.2} s; publishing alone {:.0} events/s; publishing beside a delivery replay {:.0} events/s, {:.0} deliveries/s resent meanwhile); peak RSS {:.1} MiB",
+                "{backend}, {endpoints} endpoint(s), at most {concurrency} in flight: {:.0} events/s, {:.0} deliveries/s end to end ({:.2} s; publishing alone {:.0} events/s; publishing beside a delivery replay {:.0} events/s, {:.0} deliveries/s resent meanwhile; the replay alone afterwards {:.0} deliveries/s at {:.0} µs of control plane CPU each); peak RSS {:.1} MiB",
                 r.events as f64 / r.secs,
                 (r.events * r.endpoints) as f64 / r.secs,
                 r.secs,
                 r.events as f64 / r.publish_secs,
                 r.events as f64 / r.beside_replay_secs,
                 r.resent_per_sec,
+                r.replay_alone_per_sec,
+                r.replay_alone_cpu_us,
                 r.rss_mib
             );
             results.push(r);
@@ -227,7 +254,7 @@ async fn main() {
     let mut rows = String::new();
     for r in &results {
         rows.push_str(&format!(
-            "| {} | {} | {}{} | {:.0} | {:.0} | {:.0} | {:.0} ({:.0}) | {:.1} MiB |\n",
+            "| {} | {} | {}{} | {:.0} | {:.0} | {:.0} | {:.0} ({:.0}) | {:.0} ({:.0} µs) | {:.1} MiB |\n",
             r.backend,
             r.endpoints,
             r.concurrency,
@@ -241,6 +268,8 @@ async fn main() {
             r.events as f64 / r.publish_secs,
             r.events as f64 / r.beside_replay_secs,
             r.resent_per_sec,
+            r.replay_alone_per_sec,
+            r.replay_alone_cpu_us,
             r.rss_mib
         ));
     }
@@ -251,9 +280,10 @@ async fn main() {
          {CLIENTS} concurrent keep-alive clients; each delivered (signed, over pooled HTTP/1.1) to 1 or 5 endpoints on a counting\n\
          receiver on loopback. Time from the first publish to the last delivery. Measured {date} on {} cores ({cpu}), load\n\
          generator, receiver and server on the same machine.\n\n\
-         | store | endpoints | `--delivery-concurrency` (the adaptive limit's bound) | events/s end to end | deliveries/s | publish only, events/s | publish beside a delivery replay, events/s (deliveries resent/s) | peak RSS |\n|---|---|---|---|---|---|---|---|\n{rows}\n\
+         | store | endpoints | `--delivery-concurrency` (the adaptive limit's bound) | events/s end to end | deliveries/s | publish only, events/s | publish beside a delivery replay, events/s (deliveries resent/s) | the replay alone afterwards, deliveries/s (control plane CPU per delivery) | peak RSS |\n|---|---|---|---|---|---|---|---|---|\n{rows}\n\
          Beside a delivery replay: the same publishing again, to as many endpoints on a second receiver, while\n\
-         `POST /v1/deliveries/replay` sends again every delivery of the first run (the job gives way to live traffic).\n\n\
+         `POST /v1/deliveries/replay` sends again every delivery of the first run (the job gives way to live traffic); then\n\
+         the rest of that resend once the publishing has stopped: deliveries claimed from the store, not handed over fresh.\n\n\
          Floor, side by side: a bare pooled reqwest client with 256 requests in flight and nothing stored drives the same\n\
          receiver at {floor:.0} requests/s.\n\n\
          Targets (10× Svix measured here): ≥ 11,600 events/s to one endpoint, ≥ 29,500 deliveries/s fanned out ×5 on SQLite, RSS ≤ 40 MiB.\n\
