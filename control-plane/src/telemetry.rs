@@ -151,18 +151,19 @@ impl Metrics {
 
     /// A webhook arriving at the ingest, until the guard drops.
     pub fn arriving(&self) -> InFlight<'_> {
-        self.arrivals.inc();
-        InFlight {
-            gauge: &self.arrivals,
-            ended: Some(&self.last_live),
-        }
+        self.live(&self.arrivals)
     }
 
     /// A publish request through the API, until the guard drops.
     pub fn publishing(&self) -> InFlight<'_> {
-        self.publishes.inc();
+        self.live(&self.publishes)
+    }
+
+    /// Live traffic counted in `gauge`; its end is noted for [`Metrics::live_within`].
+    fn live<'a>(&'a self, gauge: &'a Gauge) -> InFlight<'a> {
+        gauge.inc();
         InFlight {
-            gauge: &self.publishes,
+            gauge,
             ended: Some(&self.last_live),
         }
     }

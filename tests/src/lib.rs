@@ -1270,6 +1270,25 @@ impl ControlPlane {
         serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null)
     }
 
+    /// Waits until the job at `path` (`/v1/jobs/{id}`) is no longer running; its record.
+    ///
+    /// # Panics
+    /// When it still runs after 10 minutes.
+    pub async fn job_ended(&self, path: &str) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let j = self.json("GET", path, None, 200);
+            if j["status"] != "running" {
+                return j;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(600),
+                "the job never finished: {j}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Creates a tenant; returns its id.
     ///
     /// # Panics

@@ -26,9 +26,9 @@ use utoipa_axum::routes;
 
 /// Deliveries per page of a delivery replay.
 const PAGE: i64 = 500;
-/// Deliveries per page of a delivery replay beside live traffic, and the pause after
-/// each such page: at most 320 requeued a second beside live traffic (see `requeue_page`).
+/// Deliveries per page of a delivery replay beside live traffic (see `requeue_page`).
 const LIVE_PAGE: i64 = 32;
+/// The pause after each such page: at most 320 requeued a second.
 const LIVE_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 /// A running job whose runner has recorded nothing for this long is taken over.
 pub const LEASE_MS: i64 = 30_000;
@@ -493,8 +493,9 @@ async fn requeue_page(
 /// How many webhooks a job may have running: its concurrency while this process is quiet, one
 /// beside live traffic (`live`: a webhook arriving at the ingest or a publish through the API,
 /// now or in the last [`QUIET_MS`]). Providers and publishers wait on that traffic and time out
-/// on it; a job's webhooks are stored already and can wait. With one at a time the job still moves on, so steady traffic slows it down but never
-/// stops it. It is asked again each time one of the job's webhooks is done.
+/// on it; a job's webhooks are stored already and can wait. With one at a time the job still
+/// moves on, so steady traffic slows it down but never stops it. It is asked again each time
+/// one of the job's webhooks is done.
 fn room(concurrency: usize, live: bool) -> usize {
     if live {
         1

@@ -50,12 +50,9 @@ impl SqliteStore {
     ) -> Result<Written, StoreError> {
         // Held, unused, for its place in the writers' queue.
         let _turn = self.writer.acquire().await?;
-        let mut slot = self.batch.lock().unwrap_or_else(PoisonError::into_inner);
-        let db = match &mut *slot {
-            Some(db) => db,
-            empty => empty.insert(open_batch_connection(&self.file)?),
-        };
-        super::sqlite_direct::write_batch(db, events, inbound, done, now)
+        with_batch_connection(&self.batch, &self.file, |db| {
+            super::sqlite_direct::write_batch(db, events, inbound, done, now)
+        })
     }
 
     /// A claim on the group commit's connection, in the writers' queue like a group commit.
@@ -73,16 +70,28 @@ impl SqliteStore {
         let (batch, file) = (self.batch.clone(), self.file.clone());
         // A write with its fsync: off the async workers, as sqlx runs its statements.
         tokio::task::spawn_blocking(move || {
-            let mut slot = batch.lock().unwrap_or_else(PoisonError::into_inner);
-            let db = match &mut *slot {
-                Some(db) => db,
-                empty => empty.insert(open_batch_connection(&file)?),
-            };
-            super::sqlite_direct::claim(db, claim, now, lease_until, limit)
+            with_batch_connection(&batch, &file, |db| {
+                super::sqlite_direct::claim(db, claim, now, lease_until, limit)
+            })
         })
         .await
         .map_err(|e| StoreError::Backend(format!("the claim stopped: {e}")))?
     }
+}
+
+/// Runs `f` on the batch connection, opening it on first use. The caller holds the writers'
+/// turn.
+fn with_batch_connection<T>(
+    batch: &Mutex<Option<rusqlite::Connection>>,
+    file: &Path,
+    f: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut slot = batch.lock().unwrap_or_else(PoisonError::into_inner);
+    let db = match &mut *slot {
+        Some(db) => db,
+        empty => empty.insert(open_batch_connection(file)?),
+    };
+    f(db)
 }
 
 /// A connection with the settings `connect` gives sqlx's (WAL is a property of the file).

@@ -124,14 +124,9 @@ async fn run(
         cpu_secs(cp.pid()),
     );
     let job = format!("/v1/jobs/{}", job["id"].as_str().expect("a job id"));
-    let requeued = loop {
-        let j = cp.json("GET", &job, None, 200);
-        if j["status"] != "running" {
-            assert_eq!(j["status"], "succeeded", "{j}");
-            break j["requeued"].as_u64().expect("a count");
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let done = cp.job_ended(&job).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let requeued = done["requeued"].as_u64().expect("a count");
     let alone_secs = wait_counted(&count, before + requeued, alone).await;
     let resent_alone = (before + requeued).saturating_sub(resent).max(1) as f64;
     let replay_alone_per_sec = resent_alone / alone_secs;

@@ -328,17 +328,7 @@ async fn bulk_replay(
     let counts0 = Counts::now(pids.0);
     let start = Instant::now();
     let path = start_replay(cp, source);
-    let done = loop {
-        let j = cp.json("GET", &path, None, 200);
-        if j["status"] != "running" {
-            break j;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(600),
-            "the bulk replay never finished: {j}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let done = cp.job_ended(&path).await;
     let rerun_secs = start.elapsed().as_secs_f64();
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["skipped"], 0, "{done}");
@@ -389,13 +379,7 @@ async fn resend_during_arrivals(
         .load(Ordering::Relaxed)
         .saturating_sub(before + n as u64);
     let resent_per_sec = resent as f64 / start.elapsed().as_secs_f64();
-    let done = loop {
-        let j = cp.json("GET", &path, None, 200);
-        if j["status"] != "running" {
-            break j;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let done = cp.job_ended(&path).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     let requeued = done["requeued"].as_u64().expect("a count");
     wait_counted(count, before + n as u64 + requeued, start).await;
@@ -545,9 +529,7 @@ async fn main() {
     // From the job's record, which it updates after each page of 256.
     let job_pace =
         meanwhile["requeued"].as_f64().expect("a count") * during.accepted_per_sec / n as f64;
-    while cp.json("GET", &job, None, 200)["status"] == "running" {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    cp.job_ended(&job).await;
     let resend = resend_during_arrivals(&cp, &endpoint, target, n, &count).await;
     let rss = peak_rss_mib(cp.pid());
     let stored = cp.json("GET", "/v1/inbound_events?limit=1", None, 200);
